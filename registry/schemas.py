@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from services.errors import BadRequest
+
+NAME_RULE = "lowercase letters, digits and '-', '_', '.', starting with a letter or digit, at most 128 characters"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def check_name(value: str, *, what: str = "model name") -> str:
+    if not _NAME.fullmatch(value):
+        raise BadRequest(f"invalid {what} {value!r}: use {NAME_RULE}")
+    return value
+
+
+def check_digest(value: str) -> str:
+    if not _DIGEST.fullmatch(value):
+        raise BadRequest(
+            f"invalid digest {value!r}: expected 'sha256:' followed by 64 lowercase hex digits"
+        )
+    return value
+
+
+class VersionOut(BaseModel):
+    number: int
+    digest: str
+    size: int
+    tags: list[str]
+    gguf: dict[str, Any]
+    created_at: datetime
+
+
+class ModelSummary(BaseModel):
+    name: str
+    versions: int
+    tags: dict[str, int]
+    latest: VersionOut | None
+    created_at: datetime
+
+
+class ModelOut(BaseModel):
+    name: str
+    created_at: datetime
+    tags: dict[str, int]
+    versions: list[VersionOut]
+
+
+class UploadCreate(BaseModel):
+    model: str = Field(description="model name; created on first push")
+    tag: str = "latest"
+    size: int = Field(gt=0, description="exact size of the file in bytes")
+    digest: str | None = Field(default=None, description="expected 'sha256:<hex>'; checked at the end")
+
+
+class UploadOut(BaseModel):
+    id: uuid.UUID
+    model: str
+    tag: str
+    size: int | None
+    committed: int
+    created_at: datetime
+
+
+class UploadComplete(BaseModel):
+    digest: str | None = None
+
+
+class PushResult(BaseModel):
+    model: str
+    tag: str
+    version: VersionOut
+    deduplicated: bool = Field(description="true when these bytes were already stored")
+
+
+class TagMove(BaseModel):
+    version: int

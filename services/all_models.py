@@ -1,0 +1,8 @@
+"""Import every ORM model so ``Base.metadata`` is complete (Alembic, tests)."""
+
+from metering import models as metering_models  # noqa: F401
+from registry import models as registry_models  # noqa: F401
+from services.db import Base
+from services.tenants import models as tenant_models  # noqa: F401
+
+metadata = Base.metadata

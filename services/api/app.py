@@ -1,0 +1,64 @@
+"""The Litestar application: routes, dependencies, error mapping, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components as OAComponents
+from litestar.openapi.spec import SecurityScheme
+
+from services.api import health, registry, tenants
+from services.api.auth import provide_principal
+from services.api.deps import provide_components, provide_db
+from services.api.errors import HANDLERS
+from services.api.metrics import metrics_middleware
+from services.components import Components
+from services.settings import Settings
+
+
+def create_app(settings: Settings, components: Components | None = None) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        hangar = components or Components.build(settings)
+        app.state.hangar = hangar
+        try:
+            yield
+        finally:
+            if components is None:
+                await hangar.close()
+
+    return Litestar(
+        route_handlers=[
+            health.healthz,
+            health.metrics,
+            tenants.TenantController,
+            tenants.KeyController,
+            registry.ModelController,
+            registry.UploadController,
+        ],
+        dependencies={
+            "hangar": Provide(provide_components, sync_to_thread=False),
+            "db": Provide(provide_db),
+            "principal": Provide(provide_principal),
+        },
+        exception_handlers=HANDLERS,
+        middleware=[metrics_middleware],
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="Hangar",
+            version="0.1.0",
+            description="Metered model registry and fleet control plane for private AI.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=OAComponents(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

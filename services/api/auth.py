@@ -1,0 +1,52 @@
+"""Who is calling: a tenant API key, or the platform operator token."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+
+from litestar import Request
+from services.components import Components
+from services.db import transaction
+from services.errors import Forbidden, Unauthorized
+from services.tenants import service as tenants
+from services.tenants.schemas import Scope
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: uuid.UUID
+    scopes: frozenset[str]
+    key_id: uuid.UUID | None = None
+    node_id: uuid.UUID | None = None
+
+    def require(self, *allowed: Scope) -> None:
+        """``admin`` can do everything in its tenant; other scopes only what is listed."""
+        if Scope.admin in self.scopes or self.scopes & {s.value for s in allowed}:
+            return
+        names = ", ".join(s.value for s in (Scope.admin, *allowed))
+        raise Forbidden(f"this key's scopes ({', '.join(sorted(self.scopes))}) do not allow this; it needs one of: {names}")
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "missing credentials: send 'Authorization: Bearer <API key>' (set HANGAR_TOKEN for the CLI)"
+        )
+    return token.strip()
+
+
+async def provide_principal(request: Request, hangar: Components) -> Principal:
+    # Its own short transaction: a long upload must not hold the key's row lock.
+    async with transaction(hangar.sessions) as session:
+        key = await tenants.authenticate(session, secret=bearer(request))
+    return Principal(tenant_id=key.tenant_id, scopes=frozenset(key.scopes), key_id=key.id)
+
+
+async def provide_operator(request: Request, hangar: Components) -> None:
+    expected = hangar.settings.operator_token.get_secret_value()
+    if not expected or not hmac.compare_digest(bearer(request).encode(), expected.encode()):
+        raise Unauthorized("this route needs the platform operator token (HANGAR_OPERATOR_TOKEN)")

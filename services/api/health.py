@@ -1,0 +1,45 @@
+"""Liveness with dependencies checked, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import MediaType, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from services.components import Components
+
+
+async def _check_db(hangar: Components) -> str | None:
+    try:
+        async with hangar.engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("select 1")), timeout=3)
+    except Exception as exc:  # any failure means "not healthy"; say which
+        return f"postgres: {type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+async def _check_s3(hangar: Components) -> str | None:
+    try:
+        await asyncio.wait_for(hangar.store.ping(), timeout=5)
+    except Exception as exc:
+        return f"s3: {type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+@get("/healthz", tags=["ops"], include_in_schema=True)
+async def healthz(hangar: Components) -> Response:
+    problems = [p for p in await asyncio.gather(_check_db(hangar), _check_s3(hangar)) if p]
+    if problems:
+        return Response(
+            {"status": "unavailable", "problems": problems},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return Response({"status": "ok"})
+
+
+@get("/metrics", tags=["ops"], media_type=MediaType.TEXT)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,57 @@
+"""The HTTP client behind every remote CLI command (reads HANGAR_URL, HANGAR_TOKEN)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def client(token_env: str = "HANGAR_TOKEN", timeout: float = 60) -> httpx.Client:
+    url = os.environ.get("HANGAR_URL", "http://127.0.0.1:8080")
+    token = os.environ.get(token_env, "")
+    if not token:
+        fail(f"set {token_env} to your {'operator token' if 'OPERATOR' in token_env else 'API key'}")
+    return httpx.Client(
+        base_url=url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx.Timeout(timeout, connect=10),
+    )
+
+
+def check(response: httpx.Response) -> Any:
+    """Return the JSON body, or exit with the server's own explanation."""
+    if response.is_success:
+        return response.json() if response.content else None
+    try:
+        body = response.json()
+        message = body.get("error") or response.text
+        if body.get("detail"):
+            message += f" ({json.dumps(body['detail'])})"
+    except ValueError:
+        message = response.text or response.reason_phrase
+    fail(f"{response.status_code}: {message}")
+
+
+def call(method: str, path: str, *, token_env: str = "HANGAR_TOKEN", **kwargs: Any) -> Any:
+    with client(token_env) as http:
+        try:
+            return check(http.request(method, path, **kwargs))
+        except httpx.TransportError as exc:
+            fail(f"cannot reach Hangar at {http.base_url}: {exc}. Is `hangar up` running? Is HANGAR_URL right?")
+
+
+def print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))

@@ -1,0 +1,42 @@
+"""Everything a running Hangar process holds, built once from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from registry.downloads import Downloads
+from registry.uploads import Uploads
+from services.db import make_engine, make_sessionmaker
+from services.objectstore import ObjectStore
+from services.settings import Settings
+
+
+@dataclass
+class Components:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    store: ObjectStore
+    uploads: Uploads
+    downloads: Downloads
+
+    @classmethod
+    def build(cls, settings: Settings) -> Components:
+        engine = make_engine(settings.database)
+        sessions = make_sessionmaker(engine)
+        store = ObjectStore(settings.s3)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            store=store,
+            uploads=Uploads(sessions=sessions, store=store, settings=settings.registry),
+            downloads=Downloads(sessions=sessions, store=store, settings=settings.registry),
+        )
+
+    async def close(self) -> None:
+        await self.downloads.drain()
+        await self.store.close()
+        await self.engine.dispose()

@@ -1,0 +1,93 @@
+"""Tenants and their API keys. Services flush; the caller's transaction commits."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.db import utcnow
+from services.errors import Conflict, NotFound, Unauthorized
+from services.tenants.models import ApiKey, Tenant
+from services.tenants.schemas import ApiKeyCreated, ApiKeyOut, Plan, Scope
+
+KEY_PREFIX = "hgr_"
+
+
+def hash_secret(secret: str) -> str:
+    # Keys are 256 random bits, so a plain SHA-256 is enough (no need for a slow KDF).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_out(key: ApiKey) -> ApiKeyOut:
+    return ApiKeyOut.model_validate(key, from_attributes=True)
+
+
+async def create_tenant(session: AsyncSession, *, name: str, plan: Plan) -> Tenant:
+    if await session.scalar(select(Tenant.id).where(Tenant.name == name)):
+        raise Conflict(f"a tenant named {name!r} already exists; pick another name")
+    tenant = Tenant(name=name, plan=plan.value)
+    session.add(tenant)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent create with the same name
+        raise Conflict(f"a tenant named {name!r} already exists; pick another name") from exc
+    return tenant
+
+
+async def list_tenants(session: AsyncSession) -> list[Tenant]:
+    return list(await session.scalars(select(Tenant).order_by(Tenant.created_at)))
+
+
+async def get_tenant(session: AsyncSession, *, tenant_id: uuid.UUID) -> Tenant:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id}")
+    return tenant
+
+
+async def create_key(
+    session: AsyncSession, *, tenant_id: uuid.UUID, name: str, scopes: list[Scope]
+) -> ApiKeyCreated:
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        tenant_id=tenant_id,
+        name=name,
+        scopes=sorted({s.value for s in scopes}),
+        secret_hash=hash_secret(secret),
+        prefix=secret[:10],
+    )
+    session.add(key)
+    await session.flush()
+    return ApiKeyCreated(**key_out(key).model_dump(), secret=secret)
+
+
+async def list_keys(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[ApiKey]:
+    stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+    return list(await session.scalars(stmt))
+
+
+async def revoke_key(session: AsyncSession, *, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    key = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
+    )
+    if key is None:
+        raise NotFound(f"no API key {key_id} in this tenant")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    await session.flush()
+    return key
+
+
+async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey:
+    key = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret)))
+    if key is None or key.revoked_at is not None:
+        raise Unauthorized(
+            "this API key is unknown or revoked; create one with `hangar keys create`"
+        )
+    await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=utcnow()))
+    return key
