@@ -144,13 +144,15 @@ class Uploads:
             size, part_size = upload.declared_size, self.settings.part_size
             buf = bytearray()
             pending: asyncio.Task | None = None
+            magic_checked = offset > 0
             try:
                 async for chunk in body:
                     buf += chunk
                     if size is not None and upload.committed + len(buf) > size:
                         raise BadRequest(f"more bytes were sent than the {size} declared for this upload")
-                    if upload.committed == 0 and len(buf) >= 4 and offset == 0:
+                    if not magic_checked and len(buf) >= 4:  # refuse a non-GGUF file at once
                         await self._check_magic(upload, bytes(buf[:4]))
+                        magic_checked = True
                     while len(buf) >= part_size:
                         part = bytes(buf[:part_size])
                         del buf[:part_size]
@@ -161,14 +163,16 @@ class Uploads:
                     await pending
                     pending = None
                 ends_file = final or (size is not None and upload.committed + len(buf) == size)
-                if upload.committed == 0 and 0 < len(buf) < 4:
+                if not magic_checked and buf:
                     await self._check_magic(upload, bytes(buf))
                 if buf and (ends_file or len(buf) >= S3_MIN_PART):
                     await self._commit_part(upload, progress, bytes(buf))
             finally:
                 # A part already on its way is whole: let it land so the client can resume after it.
-                if pending and not pending.done():
+                if pending:
                     await asyncio.wait([pending])
+                    if not pending.cancelled():
+                        pending.exception()  # already handled or superseded by the error in flight
             return upload
 
     async def _check_magic(self, upload: UploadSession, head: bytes) -> None:

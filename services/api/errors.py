@@ -36,6 +36,8 @@ def validation_error(_: Request, exc: ValidationException) -> Response:
 
 
 def http_error(_: Request, exc: HTTPException) -> Response:
+    if exc.status_code >= 500:
+        log.error("server error", exc_info=exc)
     return Response(
         _body(_name(exc.status_code), str(exc.detail), exc.extra or None),
         status_code=exc.status_code,
@@ -59,6 +61,15 @@ def database_error(_: Request, exc: Exception) -> Response:
     return Response(_body("internal", "internal error"), status_code=500, media_type=MediaType.JSON)
 
 
+def unexpected_error(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return Response(
+        _body("internal", "internal error; it was logged on the server"),
+        status_code=500,
+        media_type=MediaType.JSON,
+    )
+
+
 def _name(status: int) -> str:
     return {
         400: "bad_request",
@@ -77,4 +88,5 @@ HANDLERS = {
     HTTPException: http_error,
     DBAPIError: database_error,
     OSError: database_error,
+    Exception: unexpected_error,
 }

