@@ -3,6 +3,7 @@
 from metering import models as metering_models  # noqa: F401
 from registry import models as registry_models  # noqa: F401
 from services.db import Base
+from services.fleet import models as fleet_models  # noqa: F401
 from services.tenants import models as tenant_models  # noqa: F401
 
 metadata = Base.metadata
