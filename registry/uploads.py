@@ -112,6 +112,11 @@ class Uploads:
             )
         return upload
 
+    async def list(self, *, tenant_id: uuid.UUID) -> list[UploadSession]:
+        async with self.sessions() as session:
+            stmt = select(UploadSession).where(UploadSession.tenant_id == tenant_id).order_by(UploadSession.created_at)
+            return list(await session.scalars(stmt))
+
     async def append(
         self,
         *,

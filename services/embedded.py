@@ -4,6 +4,7 @@ both on loopback, both keeping their data under one directory."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import secrets
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import urllib3
 from minio import Minio
 
 log = logging.getLogger("hangar.embedded")
@@ -56,6 +58,7 @@ class EmbeddedS3:
         self.dir = data_dir / "s3"
         self.bucket = bucket
         self.proc: subprocess.Popen | None = None
+        self.ports: dict[str, int] = {}  # kept across restarts: clients keep their endpoint
         self.endpoint = ""
         self.access_key = ""
         self.secret_key = ""
@@ -84,7 +87,7 @@ class EmbeddedS3:
         config = self.dir / "identities.json"
         config.write_text(json.dumps(identities))
         config.chmod(0o600)
-        ports = {name: free_port() for name in (
+        ports = self.ports = self.ports or {name: free_port() for name in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
         )}
@@ -104,7 +107,10 @@ class EmbeddedS3:
         return self.endpoint
 
     def _wait_ready(self, timeout: float) -> None:
-        client = Minio(self.endpoint, self.access_key, self.secret_key, secure=False, region="us-east-1")
+        """Ready means a write and a read work, not just an open port: after a
+        restart the gateway answers before its volumes are back."""
+        http = urllib3.PoolManager(retries=urllib3.Retry(total=0), timeout=urllib3.Timeout(connect=2, read=10))
+        client = Minio(self.endpoint, self.access_key, self.secret_key, secure=False, region="us-east-1", http_client=http)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc and self.proc.poll() is not None:
@@ -112,6 +118,8 @@ class EmbeddedS3:
             try:
                 if not client.bucket_exists(self.bucket):
                     client.make_bucket(self.bucket)
+                client.put_object(self.bucket, ".ready", io.BytesIO(b"ok"), 2)
+                client.get_object(self.bucket, ".ready").read()
                 return
             except Exception as exc:  # not listening yet, or volumes not assigned yet
                 if time.monotonic() > deadline:

@@ -143,6 +143,12 @@ class UploadController(Controller):
         )
         return upload_out(upload)
 
+    @get("/")
+    async def list(self, hangar: Components, principal: Principal) -> list[UploadOut]:
+        """Upload sessions still open (interrupted pushes that can be resumed)."""
+        principal.require()
+        return [upload_out(u) for u in await hangar.uploads.list(tenant_id=principal.tenant_id)]
+
     @get("/{upload_id:uuid}")
     async def status(self, hangar: Components, principal: Principal, upload_id: uuid.UUID) -> UploadOut:
         principal.require()

@@ -72,6 +72,7 @@ def push(path: Path, ref: str) -> dict:
             resp = http.get(f"/v1/uploads/{json.loads(state.read_text())['id']}")
             if resp.status_code == 200:
                 upload = resp.json()
+                progress.console.print(f"resuming upload {upload['id']} at {upload['committed']} bytes")
         if upload is None:
             upload = check(http.post("/v1/uploads/", json={"model": name, "tag": tag, "size": size, "digest": digest}))
             state.write_text(json.dumps({"id": upload["id"]}))
