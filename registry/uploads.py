@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from minio.error import S3Error
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -246,9 +247,14 @@ class Uploads:
             if progress and progress.hasher is not None and progress.committed == size:
                 actual = "sha256:" + progress.hasher.hexdigest()
                 await self._check_digest(upload, expected, actual, completed=False)
-            await self.store.complete_multipart(
-                upload.s3_key, upload.s3_upload_id, [(p["n"], p["etag"]) for p in upload.parts]
-            )
+            try:
+                await self.store.complete_multipart(
+                    upload.s3_key, upload.s3_upload_id, [(p["n"], p["etag"]) for p in upload.parts]
+                )
+            except S3Error as exc:
+                # A retry after a completion whose database commit failed: the object is there.
+                if exc.code != "NoSuchUpload" or not await self.store.exists(upload.s3_key):
+                    raise
             upload.s3_upload_id = ""  # completed: discarding now means deleting the object
             if actual is None:
                 actual = await self._hash_object(upload.s3_key, size)

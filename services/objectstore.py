@@ -15,12 +15,15 @@ import httpx
 import urllib3
 from minio import Minio
 from minio.datatypes import Part
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from services.errors import Unavailable
 from services.settings import S3Settings
 
 T = TypeVar("T")
+
+# S3 error codes that mean "the store is unwell", not "your request is wrong".
+_S3_UNAVAILABLE = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 
 
 class ObjectStore:
@@ -48,9 +51,11 @@ class ObjectStore:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.to_thread(fn, *args)
-        except S3Error:
+        except S3Error as exc:
+            if exc.code in _S3_UNAVAILABLE:
+                raise Unavailable(f"object storage (S3) is failing ({exc.code}); retry shortly") from exc
             raise
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unavailable("object storage (S3) is unreachable; retry shortly") from exc
 
     async def ensure_bucket(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -89,5 +90,8 @@ async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey:
         raise Unauthorized(
             "this API key is unknown or revoked; create one with `hangar keys create`"
         )
-    await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=utcnow()))
+    # At most one write a minute per key: busy keys (CI, fleets) must not contend on their row.
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
     return key
