@@ -4,6 +4,7 @@ both on loopback, both keeping their data under one directory."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import logging
@@ -48,6 +49,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
+            atexit.unregister(self._server._cleanup)  # done already; at exit it would log to closed streams
             self._server = None
 
 
