@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -189,11 +189,13 @@ async def delete_version(
     """Delete a version and the tags on it. Its blob stays until the GC job finds
     no version of this tenant still using it."""
     model, version = await resolve(session, tenant_id=tenant_id, name=name, ref=ref)
-    await session.delete(version)
-    await session.flush()
-    if len(model.versions) == 1:  # that was the last one: the model goes too
-        await session.delete(model)
-        await session.flush()
+    # Core deletes: the database cascades to tags (and versions), so the ORM never
+    # tries to delete child rows that are already gone.
+    if len(model.versions) == 1:  # the last one: the model goes too
+        await session.execute(delete(Model).where(Model.id == model.id))
+    else:
+        await session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))
+    session.expunge(model)
 
 
 async def storage_bytes(session: AsyncSession, *, tenant_id: uuid.UUID) -> int:
