@@ -61,14 +61,20 @@ class GGUFInfo:
     context_length: int | None
     block_count: int | None
     embedding_length: int | None
+    head_count: int | None
+    head_count_kv: int | None
     header_bytes: int
 
     def estimated_memory_bytes(self, file_size: int) -> int:
-        """Weights + f16 KV cache for ``ESTIMATE_CONTEXT`` tokens + 5 % compute buffers."""
+        """Weights + f16 KV cache for ``ESTIMATE_CONTEXT`` tokens + 5 % compute buffers.
+        With grouped-query attention the cache holds only the KV heads' share."""
         kv = 0
         if self.block_count and self.embedding_length:
             ctx = min(self.context_length or ESTIMATE_CONTEXT, ESTIMATE_CONTEXT)
-            kv = 2 * self.block_count * ctx * self.embedding_length * 2
+            width = self.embedding_length
+            if self.head_count and self.head_count_kv:
+                width = width * self.head_count_kv // self.head_count
+            kv = 2 * self.block_count * ctx * width * 2
         return file_size + kv + max(file_size // 20, 32 * 1024 * 1024)
 
     def as_dict(self, file_size: int) -> dict[str, Any]:
@@ -173,5 +179,7 @@ def parse_header(prefix: bytes | bytearray | memoryview) -> GGUFInfo | None:
         context_length=arch_int("context_length"),
         block_count=arch_int("block_count"),
         embedding_length=arch_int("embedding_length"),
+        head_count=arch_int("attention.head_count"),
+        head_count_kv=arch_int("attention.head_count_kv"),
         header_bytes=reader.pos,
     )

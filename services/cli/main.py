@@ -196,7 +196,7 @@ def models_show(name: str, json: JSON = False) -> None:
     _table(
         ["version", "tags", "digest", "size", "arch", "params", "quant", "ctx", "memory"],
         [
-            [v["number"], ",".join(v["tags"]), v["digest"][:19] + "…", _size(v["size"]), v["gguf"].get("architecture"),
+            [v["number"], ",".join(v["tags"]), v["digest"][7:19] + "…", _size(v["size"]), v["gguf"].get("architecture"),
              f"{v['gguf'].get('parameter_count', 0) / 1e6:.0f}M", v["gguf"].get("file_type"),
              v["gguf"].get("context_length"), _size(v["gguf"].get("estimated_memory_bytes", 0))]
             for v in model["versions"]
