@@ -92,7 +92,7 @@ class Serving:
                     log.info("not preloading %s: %s", entry.id, exc.message)
 
     async def _evict_one(self) -> bool:
-        idle = [r for r in self.runners.values() if not r.busy and r.ready]
+        idle = [r for r in self.runners.values() if not r.busy and (r.ready or r.error)]
         if not idle:
             return False
         await self.unload(min(idle, key=lambda r: r.last_used).digest)
