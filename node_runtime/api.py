@@ -86,17 +86,17 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@post("/v1/chat/completions")
+@post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request) -> Response:
     return await _serve(request, "/chat/completions", lambda m, body, mid, cancel: m.chat(body, model=mid, cancel=cancel))
 
 
-@post("/v1/completions")
+@post("/v1/completions", status_code=200)
 async def completions(request: Request) -> Response:
     return await _serve(request, "/completions", lambda m, body, mid, cancel: m.complete(body, model=mid, cancel=cancel))
 
 
-@post("/v1/embeddings")
+@post("/v1/embeddings", status_code=200)
 async def embeddings(request: Request) -> Response:
     return await _serve(request, "/embeddings", lambda m, body, mid, cancel: m.embed(body, model=mid))
 
