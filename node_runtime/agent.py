@@ -101,14 +101,17 @@ class Agent:
         self.connected, self.refused = True, None
         if self.settings.heartbeat_seconds is None:
             self.interval = reply.heartbeat_seconds
-        if reply.desired_revision != self.applied_revision:
-            desired = await self.control.desired()
-            _write(self._desired_file, desired)
-            await self._apply(desired)
-            self.wake.set()  # report the new state at once
-        if time.monotonic() - self._peers_at > self.settings.peers_seconds or self._needs_peers():
-            self.forwarder.peers = (await self.control.peers()).peers
-            self._peers_at = time.monotonic()
+        try:
+            if reply.desired_revision != self.applied_revision:
+                desired = await self.control.desired()
+                _write(self._desired_file, desired)
+                await self._apply(desired)
+                self.wake.set()  # report the new state at once
+            if time.monotonic() - self._peers_at > self.settings.peers_seconds or self._needs_peers():
+                self.forwarder.peers = (await self.control.peers()).peers
+                self._peers_at = time.monotonic()
+        except (ControlPlaneUnreachable, ControlPlaneRefused) as exc:
+            log.warning("could not refresh desired state or peers: %s; retrying next heartbeat", exc)
 
     def _needs_peers(self) -> bool:
         # A model that cannot run here makes peers worth knowing about now, not in 30 s.
@@ -123,12 +126,16 @@ class Agent:
 
     async def _flush(self) -> None:
         while items := self.outbox.peek(FLUSH_BATCH):
-            await self.control.reports(ReportBatch(reports=[beat for _, beat in items]))
+            try:
+                await self.control.reports(ReportBatch(reports=[beat for _, beat in items]))
+            except ControlPlaneRefused as exc:
+                if exc.status not in (400, 422):
+                    raise
+                # The control plane will never take these (say, an older wire format):
+                # dropping them beats blocking every later report behind them.
+                log.error("control plane rejected %d queued report(s): %s; dropped", len(items), exc.message)
             self.outbox.remove([path for path, _ in items])
             log.info("flushed %d queued report(s) to the control plane", len(items))
-
-    async def on_ready_change(self) -> None:
-        await self.serving.preload()
 
 
 def _read(path: Path) -> DesiredState | None:
