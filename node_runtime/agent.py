@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from node_runtime import facts
 from node_runtime.control import ControlPlane
 from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
-from node_runtime.forward import Forwarder
 from node_runtime.outbox import Outbox
 from node_runtime.serving import Serving
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Syncer
-from node_runtime.wire import Counters, DesiredState, Heartbeat, NodeFacts, ReportBatch, SyncState
+from node_runtime.wire import Counters, DesiredState, Heartbeat, NodeFacts, ReportBatch
 
 log = logging.getLogger("hangar.node.agent")
 
@@ -29,14 +27,13 @@ FLUSH_BATCH = 200
 class Agent:
     def __init__(
         self, *, settings: NodeSettings, control: ControlPlane, syncer: Syncer, serving: Serving,
-        outbox: Outbox, forwarder: Forwarder, counters: Counters, node_facts: NodeFacts,
+        outbox: Outbox, counters: Counters, node_facts: NodeFacts,
     ):
         self.settings = settings
         self.control = control
         self.syncer = syncer
         self.serving = serving
         self.outbox = outbox
-        self.forwarder = forwarder
         self.counters = counters
         self.facts = node_facts
         self.wake = asyncio.Event()
@@ -44,7 +41,6 @@ class Agent:
         self.applied_revision = 0
         self.connected: bool | None = None
         self.refused: str | None = None
-        self._peers_at = 0.0
         self._desired_file = settings.data_dir / "desired.json"
 
     def build_heartbeat(self) -> Heartbeat:
@@ -101,23 +97,15 @@ class Agent:
         self.connected, self.refused = True, None
         if self.settings.heartbeat_seconds is None:
             self.interval = reply.heartbeat_seconds
-        try:
-            if reply.desired_revision != self.applied_revision:
+        if reply.desired_revision != self.applied_revision:
+            try:
                 desired = await self.control.desired()
-                _write(self._desired_file, desired)
-                await self._apply(desired)
-                self.wake.set()  # report the new state at once
-            if time.monotonic() - self._peers_at > self.settings.peers_seconds or self._needs_peers():
-                self.forwarder.peers = (await self.control.peers()).peers
-                self._peers_at = time.monotonic()
-        except (ControlPlaneUnreachable, ControlPlaneRefused) as exc:
-            log.warning("could not refresh desired state or peers: %s; retrying next heartbeat", exc)
-
-    def _needs_peers(self) -> bool:
-        # A model that cannot run here makes peers worth knowing about now, not in 30 s.
-        return not self.forwarder.peers and any(
-            e.status.state == SyncState.does_not_fit for e in self.syncer.entries.values()
-        )
+            except (ControlPlaneUnreachable, ControlPlaneRefused) as exc:
+                log.warning("could not fetch the desired state: %s; retrying next heartbeat", exc)
+                return
+            _write(self._desired_file, desired)
+            await self._apply(desired)
+            self.wake.set()  # report the new state at once
 
     async def _apply(self, desired: DesiredState) -> None:
         await self.syncer.apply(desired)

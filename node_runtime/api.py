@@ -105,9 +105,9 @@ async def _serve(request: Request, path: str, run) -> Response:
     rt = _runtime(request)
     body = await _json(request)
     rt.counters.requests += 1
-    entry = rt.serving.lookup(body["model"])
     forwarded_already = FORWARDED in request.headers
     try:
+        entry = rt.serving.lookup(body["model"])
         runner = await rt.serving.runner_for(entry)
         first, rest = await runner.stream(lambda m, cancel: run(m, body, entry.id, cancel))
     except NodeError as exc:

@@ -65,8 +65,8 @@ class ControlPlane:
     async def desired(self) -> DesiredState:
         return DesiredState.model_validate((await self._call("GET", "/v1/fleet/desired")).json())
 
-    async def peers(self) -> PeerList:
-        return PeerList.model_validate((await self._call("GET", "/v1/fleet/peers")).json())
+    async def peers(self, digest: str) -> PeerList:
+        return PeerList.model_validate((await self._call("GET", f"/v1/fleet/peers?digest={digest}")).json())
 
     async def close(self) -> None:
         await self.http.aclose()

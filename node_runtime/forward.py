@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
+from node_runtime.control import ControlPlane
+from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
 from node_runtime.settings import NodeSettings
 from node_runtime.wire import Peer
 
@@ -26,14 +29,28 @@ class Forwarded:
 
 
 class Forwarder:
-    def __init__(self, settings: NodeSettings, *, node_id: str):
+    def __init__(self, settings: NodeSettings, *, node_id: str, control: ControlPlane):
         self.settings = settings
         self.node_id = node_id
-        self.peers: list[Peer] = []
+        self.control = control
+        # digest -> (when fetched, peers holding it); asked only when a request needs it.
+        self.peers: dict[str, tuple[float, list[Peer]]] = {}
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5))
 
-    def _targets(self, digest: str) -> list[tuple[str, str]]:
-        peers = [p for p in self.peers if digest in p.models]
+    async def peers_for(self, digest: str) -> list[Peer]:
+        fetched, peers = self.peers.get(digest, (0.0, []))
+        # An empty answer is asked again sooner: a peer may be finishing its download.
+        ttl = self.settings.peers_seconds if peers else min(5.0, self.settings.peers_seconds)
+        if time.monotonic() - fetched > ttl:
+            try:
+                peers = (await self.control.peers(digest)).peers
+                self.peers[digest] = (time.monotonic(), peers)
+            except (ControlPlaneUnreachable, ControlPlaneRefused) as exc:
+                log.warning("cannot refresh peers (%s); using the last list", exc)
+        return [p for p in peers if digest in p.models]
+
+    async def _targets(self, digest: str) -> list[tuple[str, str]]:
+        peers = await self.peers_for(digest)
         random.shuffle(peers)  # spread load over the peers that hold the model
         out = [(p.api_url.rstrip("/") + "/v1", f"peer {p.name}") for p in peers]
         if not self.settings.air_gapped and self.settings.upstream_url:
@@ -41,7 +58,7 @@ class Forwarder:
         return out
 
     async def forward(self, path: str, body: dict[str, Any], *, name: str, digest: str) -> Forwarded | None:
-        for base, label in self._targets(digest):
+        for base, label in await self._targets(digest):
             headers = {FORWARDED: self.node_id}
             key = self.settings.upstream_api_key if label == "upstream" else self.settings.api_key
             if key.get_secret_value():

@@ -37,7 +37,7 @@ class NodeRuntime:
         self.cache = BlobCache(settings.data_dir)
         self.outbox = Outbox(settings.data_dir, max_items=settings.outbox_max)
         self.control = ControlPlane(identity.server, identity.credential)
-        self.forwarder = Forwarder(settings, node_id=str(identity.node_id))
+        self.forwarder = Forwarder(settings, node_id=str(identity.node_id), control=self.control)
         self.syncer = Syncer(
             settings=settings, identity=identity, cache=self.cache, memory_budget=self.facts.memory_bytes,
             on_change=self._changed, on_removed=self._removed,
@@ -46,7 +46,7 @@ class NodeRuntime:
         self.serving = Serving(settings=settings, engine=engine, cache=self.cache, syncer=self.syncer)
         self.agent = Agent(
             settings=settings, control=self.control, syncer=self.syncer, serving=self.serving,
-            outbox=self.outbox, forwarder=self.forwarder, counters=self.counters, node_facts=self.facts,
+            outbox=self.outbox, counters=self.counters, node_facts=self.facts,
         )
         self._tasks: set[asyncio.Task] = set()
         self._agent_task: asyncio.Task | None = None

@@ -165,8 +165,12 @@ class NodeAgentController(Controller):
         return await deployments.desired_state(db, node=node)
 
     @get("/peers")
-    async def peers(self, db: AsyncSession, hangar: Components, principal: Principal) -> PeerList:
+    async def peers(
+        self, db: AsyncSession, hangar: Components, principal: Principal, digest: str | None = None
+    ) -> PeerList:
+        """Same-tenant nodes online now; with ``digest``, only those holding it ready."""
         found = await heartbeats.peers(
-            db, tenant_id=principal.tenant_id, node_id=principal.require_node(), offline_after=_offline_after(hangar)
+            db, tenant_id=principal.tenant_id, node_id=principal.require_node(), offline_after=_offline_after(hangar),
+            digest=digest,
         )
         return PeerList(peers=found)

@@ -34,10 +34,10 @@ def parse_model_ref(value: str) -> tuple[str, str]:
     return check_name(name), check_name(tag, what="tag")
 
 
-def _targets(node_labels_col=Node.labels):
+def _targets():
     return or_(
         Deployment.node_id == Node.id,
-        and_(Deployment.selector.is_not(None), node_labels_col.contains(Deployment.selector)),
+        and_(Deployment.selector.is_not(None), Node.labels.contains(Deployment.selector)),
     )
 
 

@@ -64,17 +64,23 @@ async def store_reports(
     )
 
 
+PEERS_LIMIT = 50
+
+
 async def peers(
-    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, offline_after: timedelta
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, offline_after: timedelta,
+    digest: str | None = None,
 ) -> list[Peer]:
     """Online nodes of the same tenant that advertise an API, with the models they
-    hold ready — the only places a node may forward a request to."""
-    rows = await session.scalars(
-        select(Node).where(
-            Node.tenant_id == tenant_id, Node.id != node_id, Node.revoked_at.is_(None),
-            Node.disabled_at.is_(None), Node.last_seen_at > utcnow() - offline_after,
-        )
+    hold ready — the only places a node may forward a request to. Nodes ask for the
+    digest they need, so the answer stays small in a fleet of thousands."""
+    stmt = select(Node).where(
+        Node.tenant_id == tenant_id, Node.id != node_id, Node.revoked_at.is_(None),
+        Node.disabled_at.is_(None), Node.last_seen_at > utcnow() - offline_after,
     )
+    if digest is not None:
+        stmt = stmt.where(Node.report["models"].contains([{"digest": digest, "state": SyncState.ready.value}]))
+    rows = await session.scalars(stmt.order_by(Node.last_seen_at.desc()).limit(PEERS_LIMIT))
     out = []
     for node in rows:
         url = (node.facts or {}).get("api_url")

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from services.db import transaction, utcnow
 from services.fleet.models import Node
 from services.scheduler import run_job
-from tests.factories import enroll_node, write_gguf
+from tests.factories import FACTS, enroll_node, write_gguf
 
 
 async def desired(node) -> dict:
@@ -107,3 +107,19 @@ async def test_offline_job_records_the_transition_once(tenants, hangar):
     assert shown["state"] == "offline"
     await node.heartbeat()
     assert (await t.request("GET", f"/v1/nodes/{node.id}")).json()["state"] == "online"
+
+
+async def test_peers_are_same_tenant_nodes_holding_the_digest(tenants):
+    t, other = await tenants.create(), await tenants.create()
+    asking, holder, idle = await enroll_node(t), await enroll_node(t), await enroll_node(t)
+    stranger = await enroll_node(other)
+    digest = "sha256:" + "a" * 64
+    ready = [{"name": "m", "ref": "prod", "digest": digest, "state": "ready"}]
+    facts = FACTS | {"api_url": "http://peer:8000"}
+    for node, models in [(holder, ready), (idle, []), (stranger, ready)]:
+        assert (await node.heartbeat(facts=facts, models=models)).status_code == 200
+
+    found = (await asking.request("GET", "/v1/fleet/peers", params={"digest": digest})).json()["peers"]
+    assert [(p["node_id"], p["api_url"], p["models"]) for p in found] == [(holder.id, "http://peer:8000", [digest])]
+    none = (await asking.request("GET", "/v1/fleet/peers", params={"digest": "sha256:" + "b" * 64})).json()
+    assert none["peers"] == []

@@ -7,7 +7,6 @@ import json
 import signal
 
 import httpx
-
 from openai import AsyncOpenAI
 from sqlalchemy import select
 
