@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, MediaType, Request, Response, get, post
@@ -160,8 +161,6 @@ async def _sse(rt: NodeRuntime, first: dict | None, rest: AsyncIterator[dict], i
 
 
 def create_node_app(runtime: NodeRuntime) -> Litestar:
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(app: Litestar):
         app.state.runtime = runtime

@@ -5,8 +5,6 @@ one worker thread: llama.cpp contexts are not thread-safe."""
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,7 +85,7 @@ class LlamaModel:
                 if prompt_tokens is None:
                     prompt_tokens = self.llm.n_tokens
                 choice = chunk["choices"][0]
-                text.append((choice.get("delta") or {}).get("content") or "" if delta else choice.get("text") or "")
+                text.append(((choice.get("delta") or {}).get("content") if delta else choice.get("text")) or "")
                 chunk = {**chunk, "model": model}
                 if choice.get("finish_reason"):
                     completion = len(self.llm.tokenize("".join(text).encode(), add_bos=False, special=True))
@@ -130,11 +128,3 @@ class LlamaEngine:
 
     def load(self, path: Path) -> LoadedModel:
         return LlamaModel(path, n_ctx=self.n_ctx, n_threads=self.n_threads)
-
-
-def completion_id(prefix: str = "chatcmpl") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def now() -> int:
-    return int(time.time())

@@ -68,19 +68,6 @@ class ModelRunner:
         self.admitted -= 1
         self.last_used = time.monotonic()
 
-    async def call(self, fn: Callable[[LoadedModel], Any]) -> Any:
-        """Run ``fn(model)`` on the worker thread after the requests ahead of it."""
-        self._admit()
-        try:
-            async with self.lock:
-                loop = asyncio.get_running_loop()
-                # Shielded: a client that hangs up must not free the slot while the
-                # worker thread is still busy with its request.
-                job = loop.run_in_executor(self.executor, fn, self.model)
-                return await asyncio.shield(job)
-        finally:
-            self._release()
-
     async def stream(self, fn: Callable[[LoadedModel, threading.Event], Any]) -> tuple[Any, AsyncIterator[Any]]:
         """``fn(model, cancel)`` returns either a whole response or an iterator of
         chunks; the iterator is driven on the worker thread and handed over through

@@ -69,7 +69,7 @@ class Serving:
             )
         # Verify before loading: a file damaged on disk is dropped and fetched again.
         if not await asyncio.to_thread(self.cache.verify, digest):
-            self.syncer._set(digest, SyncState.pending, "cached file was corrupt; fetching it again")
+            self.syncer.mark(digest, SyncState.pending, "cached file was corrupt; fetching it again")
             await self.syncer.ensure(digest)
             raise Unavailable(f"model {entry.id} was corrupt on disk and is being fetched again", retry_after=5)
         runner = ModelRunner(

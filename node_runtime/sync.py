@@ -55,7 +55,7 @@ class Syncer:
     def statuses(self) -> list[ModelStatus]:
         return [e.status.model_copy() for e in self.entries.values()]
 
-    def _set(self, digest: str, state: SyncState, reason: str | None = None) -> None:
+    def mark(self, digest: str, state: SyncState, reason: str | None = None) -> None:
         for e in self.entries.values():
             if e.desired.digest == digest and e.status.state != SyncState.does_not_fit:
                 e.status.state, e.status.reason = state, reason
@@ -108,7 +108,7 @@ class Syncer:
         if digest in self.downloads:
             return
         if await asyncio.to_thread(self.cache.verify, digest):
-            self._set(digest, SyncState.ready)
+            self.mark(digest, SyncState.ready)
             return
         cancel = threading.Event()
         task = asyncio.create_task(self._download(digest, cancel), name=f"download {digest}")
@@ -128,10 +128,10 @@ class Syncer:
         attempt = 0
         try:
             while (model := self._model(digest)) is not None:
-                self._set(digest, SyncState.downloading)
+                self.mark(digest, SyncState.downloading)
                 try:
                     await asyncio.to_thread(self._fetch, model, cancel)
-                    self._set(digest, SyncState.ready)
+                    self.mark(digest, SyncState.ready)
                     return
                 except Cancelled:
                     return
@@ -139,7 +139,7 @@ class Syncer:
                     attempt += 1
                     reason = f"{type(exc).__name__}: {exc}"[:500]
                     log.warning("download of %s failed (attempt %d): %s", digest, attempt, reason)
-                    self._set(digest, SyncState.failed, reason)
+                    self.mark(digest, SyncState.failed, reason)
                     # The first retry is immediate: a dropped connection resumes from the .partial.
                     await asyncio.sleep(0 if attempt == 1 else min(self.settings.retry_seconds * attempt, 60))
         finally:

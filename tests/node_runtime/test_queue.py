@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -24,18 +25,18 @@ from tests.node_runtime.proxy import free_port
 CHAT = {"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-async def node(tenants, base_url, tmp_path) -> AsyncIterator[tuple[NodeRuntime, FakeEngine, httpx.AsyncClient, str]]:
+@asynccontextmanager
+async def in_process_node(tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, **settings):
+    """The node runtime in this process with the real control plane, registry and cache."""
     t = await tenants.create()
-    pushed = (await t.push(write_gguf(tmp_path / "m.gguf"), "tiny")).json()["version"]
+    digests = []
+    for i, name in enumerate(models):
+        digests.append((await t.push(write_gguf(tmp_path / f"{name}.gguf", seed=i), name)).json()["version"]["digest"])
     enrolled = await enroll_node(t)
-    await t.request("POST", "/v1/deployments/", json={"model": "tiny:latest", "node_id": enrolled.id})
-    engine = FakeEngine()
-    engine.loadable.clear()
+    for name in models:
+        await t.request("POST", "/v1/deployments/", json={"model": f"{name}:latest", "node_id": enrolled.id})
     port = free_port()
-    settings = NodeSettings(
-        data_dir=tmp_path / "node", port=port, heartbeat_seconds=0.2, queue_size=1, api_key=SecretStr("local-key")
-    )
+    settings = NodeSettings(data_dir=tmp_path / "node", port=port, heartbeat_seconds=0.2, **settings)
     identity = Identity(server=base_url, node_id=uuid.UUID(enrolled.id), tenant_id=uuid.UUID(t.id), name="n",
                         credential=enrolled.credential)
     runtime = NodeRuntime(settings, identity, engine=engine)
@@ -43,13 +44,25 @@ async def node(tenants, base_url, tmp_path) -> AsyncIterator[tuple[NodeRuntime, 
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=60,
-                                 headers={"Authorization": "Bearer local-key"}) as http:
-        yield runtime, engine, http, pushed["digest"]
-    engine.release.set()
-    engine.loadable.set()
-    server.should_exit = True
-    await task
+    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=60, headers=headers) as http:
+            yield runtime, http, digests
+    finally:
+        engine.release.set()
+        engine.loadable.set()
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def node(tenants, base_url, tmp_path) -> AsyncIterator[tuple[NodeRuntime, FakeEngine, httpx.AsyncClient, str]]:
+    engine = FakeEngine()
+    engine.loadable.clear()
+    async with in_process_node(
+        tenants, base_url, tmp_path, ["tiny"], engine, queue_size=1, api_key=SecretStr("local-key")
+    ) as (runtime, http, digests):
+        yield runtime, engine, http, digests[0]
 
 
 async def test_loading_then_full_queue_answer_503_with_retry_after_and_nothing_is_cancelled(node):
@@ -90,6 +103,22 @@ async def test_the_local_api_key_is_checked(node):
     unknown = await http.post("/chat/completions", json=CHAT | {"model": "nope"})
     assert unknown.status_code == 404
     assert "tiny:latest" in unknown.json()["error"]["message"]
+
+
+async def test_idle_models_unload_and_the_loaded_limit_holds(tenants, base_url, tmp_path):
+    engine = FakeEngine()
+    engine.release.set()
+    async with in_process_node(
+        tenants, base_url, tmp_path, ["one", "two"], engine, max_loaded_models=1, keep_alive_seconds=1
+    ) as (runtime, http, (one, two)):
+        await wait_for("both models downloaded", lambda: _async(len(runtime.syncer.ready()) == 2))
+        for name, digest in (("one", one), ("two", two)):
+            async def answered(name=name):
+                return (await http.post("/chat/completions", json=CHAT | {"model": name})).status_code == 200
+
+            await wait_for(f"{name} answering", answered)
+            assert list(runtime.serving.runners) == [digest]  # the other one was unloaded to make room
+        await wait_for("the idle model unloaded after its keep-alive", lambda: _async(not runtime.serving.runners))
 
 
 async def _async(value):
