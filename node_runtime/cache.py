@@ -10,6 +10,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,8 @@ import httpx
 from node_runtime.errors import DownloadFailed
 
 HASH_BLOCK = 4 * 1024 * 1024
+# Bytes received before handing a block to the hashing thread.
+PIPE_BLOCK = 4 * 1024 * 1024
 
 
 def _hex(digest: str) -> str:
@@ -110,19 +113,47 @@ class BlobCache:
                 resp.read()
                 raise DownloadFailed(f"GET {url} answered {resp.status_code}: {resp.text[:300]}")
             progress(offset)
-            with partial.open("r+b" if offset else "wb") as f:
+            with partial.open("r+b" if offset else "wb") as f, ThreadPoolExecutor(1) as hashing:
                 f.seek(offset)
                 f.truncate()
-                for chunk in resp.iter_raw():
-                    if cancel.is_set():
-                        raise Cancelled(digest)
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    offset += len(chunk)
-                    progress(offset)
+                offset = self._receive(resp, f, hasher, hashing, offset, progress, cancel)
         if offset != size:
             raise DownloadFailed(f"GET {url} ended at byte {offset} of {size}; resuming")
         return self._finish(partial, final, digest, hasher)
+
+    @staticmethod
+    def _receive(resp, f, hasher, hashing: ThreadPoolExecutor, offset: int, progress, cancel) -> int:
+        """Every chunk goes to disk as it arrives (so a killed pull resumes from all it
+        got); sha256 runs on another thread a block behind, so hashing costs (almost)
+        no wall time next to the network."""
+        pending: Future | None = None
+
+        def digest(chunks: list[bytes]) -> None:
+            for chunk in chunks:
+                hasher.update(chunk)
+
+        chunks: list[bytes] = []
+        buffered = 0
+        try:
+            for chunk in resp.iter_raw():
+                if cancel.is_set():
+                    raise Cancelled("download cancelled")
+                f.write(chunk)
+                chunks.append(chunk)
+                buffered += len(chunk)
+                offset += len(chunk)
+                if buffered >= PIPE_BLOCK:
+                    if pending is not None:
+                        pending.result()
+                    pending = hashing.submit(digest, chunks)
+                    progress(offset)
+                    chunks, buffered = [], 0
+        finally:
+            if pending is not None:
+                pending.result()
+        digest(chunks)
+        progress(offset)
+        return offset
 
     def _finish(self, partial: Path, final: Path, digest: str, hasher) -> Path:
         actual = "sha256:" + hasher.hexdigest()

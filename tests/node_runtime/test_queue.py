@@ -44,7 +44,8 @@ async def in_process_node(tenants, base_url, tmp_path, models: list[str], engine
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
-    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+    key = settings.api_key.get_secret_value()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=60, headers=headers) as http:
             yield runtime, http, digests
