@@ -154,15 +154,15 @@ def concurrent(node_url: str, ref_url: str, args) -> tuple[tuple[float, int, int
 def pull(base: str, credential: str, version: dict, root: Path, rounds: int) -> tuple[float, float]:
     from node_runtime.cache import BlobCache
 
-    url = f"{base}/v1/models/big/versions/{version['digest']}/blob"
+    path = f"/v1/models/big/versions/{version['digest']}/blob"
+    url = base + path
     ours, theirs = [], []
     for i in range(rounds):
         cache = BlobCache(root / f"pull-{i}")
-        with httpx.Client(headers={"Authorization": f"Bearer {credential}"}, timeout=600) as http:
-            start = time.perf_counter()
-            cache.download(http, url, digest=version["digest"], size=version["size"], progress=lambda _: None,
-                           cancel=threading.Event())
-            ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        cache.download(base, path, headers={"Authorization": f"Bearer {credential}"}, digest=version["digest"],
+                       size=version["size"], progress=lambda _: None, cancel=threading.Event())
+        ours.append(time.perf_counter() - start)
         assert cache.path(version["digest"]).stat().st_size == version["size"]
         cache.remove_except(set())
         out = root / f"curl-{i}.bin"
@@ -174,6 +174,31 @@ def pull(base: str, credential: str, version: dict, root: Path, rounds: int) -> 
     return mb / min(ours), mb / min(theirs)
 
 
+def inference(node_url: str, blob: Path, args, eos: int, procs: list[subprocess.Popen]) -> None:
+    api, inproc = single_client(node_url, blob, args, eos)
+    print(f"threads {args.threads}, n_ctx {args.ctx}, {args.tokens} tokens/request, best of {args.rounds}")
+    print(f"{'single client':<34}{'node API':>12}{'in-process':>12}{'ratio':>8}")
+    print(f"{'  tokens/s':<34}{api:>12.1f}{inproc:>12.1f}{api / inproc:>8.2f}")
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(blob), "--n_ctx", str(args.ctx),
+         "--n_threads", str(args.threads), "--port", str(port), "--model_alias", "smollm2:prod"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    procs.append(server)
+    ref_url = f"http://127.0.0.1:{port}"
+    wait("llama_cpp.server", lambda: httpx.get(f"{ref_url}/v1/models").status_code == 200)
+    for url in (node_url, ref_url):  # warm-up, discarded
+        httpx.post(f"{url}/v1/completions", json={"model": "smollm2:prod", "prompt": "Hi", "max_tokens": 8},
+                   timeout=600).raise_for_status()
+    ours, theirs = concurrent(node_url, ref_url, args)
+    server.terminate()
+    print(f"{'4 streaming clients':<34}{'node API':>12}{'llama_cpp':>12}{'ratio':>8}")
+    print(f"{'  tokens/s':<34}{ours[0]:>12.1f}{theirs[0]:>12.1f}{ours[0] / theirs[0]:>8.2f}")
+    print(f"{'  completed / cut short':<34}{f'{ours[1]}/{ours[2]}':>12}{f'{theirs[1]}/{theirs[2]}':>12}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
@@ -181,6 +206,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--pull-only", action="store_true", help="skip the inference comparisons")
     args = parser.parse_args()
     node_env = {"HANGAR_NODE_N_THREADS": str(args.threads), "HANGAR_NODE_N_CTX": str(args.ctx),
                 "HANGAR_NODE_QUEUE_SIZE": "16"}
@@ -202,28 +228,8 @@ def main() -> None:
 
                 eos = Llama(str(blob), n_ctx=64, verbose=False, vocab_only=True).token_eos()
 
-                api, inproc = single_client(node_url, blob, args, eos)
-                print(f"threads {args.threads}, n_ctx {args.ctx}, {args.tokens} tokens/request, best of {args.rounds}")
-                print(f"{'single client':<34}{'node API':>12}{'in-process':>12}{'ratio':>8}")
-                print(f"{'  tokens/s':<34}{api:>12.1f}{inproc:>12.1f}{api / inproc:>8.2f}")
-
-                port = free_port()
-                server = subprocess.Popen(
-                    [sys.executable, "-m", "llama_cpp.server", "--model", str(blob), "--n_ctx", str(args.ctx),
-                     "--n_threads", str(args.threads), "--port", str(port), "--model_alias", "smollm2:prod"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-                procs.append(server)
-                ref_url = f"http://127.0.0.1:{port}"
-                wait("llama_cpp.server", lambda: httpx.get(f"{ref_url}/v1/models").status_code == 200)
-                for url in (node_url, ref_url):  # warm-up, discarded
-                    httpx.post(f"{url}/v1/completions", json={"model": "smollm2:prod", "prompt": "Hi", "max_tokens": 8},
-                               timeout=600).raise_for_status()
-                ours, theirs = concurrent(node_url, ref_url, args)
-                server.terminate()
-                print(f"{'4 streaming clients':<34}{'node API':>12}{'llama_cpp':>12}{'ratio':>8}")
-                print(f"{'  tokens/s':<34}{ours[0]:>12.1f}{theirs[0]:>12.1f}{ours[0] / theirs[0]:>8.2f}")
-                print(f"{'  completed / cut short':<34}{f'{ours[1]}/{ours[2]}':>12}{f'{theirs[1]}/{theirs[2]}':>12}")
+                if not args.pull_only:
+                    inference(node_url, blob, args, eos, procs)
 
                 big = root / "big.gguf"
                 make_gguf(big, args.size_mib * 1024 * 1024)

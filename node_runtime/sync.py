@@ -9,8 +9,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
 from node_runtime.cache import BlobCache, Cancelled
 from node_runtime.identity import Identity
 from node_runtime.settings import NodeSettings
@@ -148,14 +146,10 @@ class Syncer:
                 del self.downloads[digest]
 
     def _fetch(self, model: DesiredModel, cancel: threading.Event) -> None:
-        with httpx.Client(
-            base_url=self.identity.server, headers={"Authorization": f"Bearer {self.identity.credential}"},
-            timeout=httpx.Timeout(60, connect=10),
-        ) as http:
-            self.cache.download(
-                http, model.download_path, digest=model.digest, size=model.size,
-                progress=self._progress(model.digest), cancel=cancel,
-            )
+        self.cache.download(
+            self.identity.server, model.download_path, headers={"Authorization": f"Bearer {self.identity.credential}"},
+            digest=model.digest, size=model.size, progress=self._progress(model.digest), cancel=cancel,
+        )
 
     def ready(self) -> list[Entry]:
         return [e for e in self.entries.values() if e.status.state == SyncState.ready]
