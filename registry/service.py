@@ -14,6 +14,7 @@ from registry.models import Blob, Model, ModelVersion, Tag
 from registry.schemas import ModelOut, ModelSummary, VersionOut, check_digest, check_name
 from services.db import utcnow
 from services.errors import BadRequest, NotFound
+from services.fleet.revisions import model_changed
 
 
 async def get_model(session: AsyncSession, *, tenant_id: uuid.UUID, name: str) -> Model:
@@ -162,6 +163,8 @@ async def set_tag(
             set_={"version_id": stmt.excluded.version_id, "updated_at": stmt.excluded.updated_at},
         )
     )
+    # Nodes following this model by tag must fetch their desired state again.
+    await model_changed(session, model_id=model_id)
 
 
 async def move_tag(
@@ -181,6 +184,7 @@ async def delete_tag(session: AsyncSession, *, tenant_id: uuid.UUID, name: str, 
         raise NotFound(f"model {name!r} has no tag {tag!r}")
     await session.delete(found)
     await session.flush()
+    await model_changed(session, model_id=model.id)
 
 
 async def delete_version(
@@ -189,6 +193,8 @@ async def delete_version(
     """Delete a version and the tags on it. Its blob stays until the GC job finds
     no version of this tenant still using it."""
     model, version = await resolve(session, tenant_id=tenant_id, name=name, ref=ref)
+    # Before the delete: if it was the last version, the model's deployments go with it.
+    await model_changed(session, model_id=model.id)
     # Core deletes: the database cascades to tags (and versions), so the ORM never
     # tries to delete child rows that are already gone.
     if len(model.versions) == 1:  # the last one: the model goes too

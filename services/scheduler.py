@@ -16,6 +16,8 @@ from sqlalchemy import text
 
 from registry.gc import collect_garbage
 from services.components import Components
+from services.db import transaction
+from services.fleet.nodes import mark_offline
 
 log = logging.getLogger("hangar.jobs")
 
@@ -33,10 +35,18 @@ async def _gc(hangar: Components) -> Any:
     return await collect_garbage(hangar.sessions, hangar.store, stale_after=stale)
 
 
+async def _offline(hangar: Components) -> Any:
+    after = timedelta(seconds=hangar.settings.fleet.offline_after_seconds)
+    async with transaction(hangar.sessions) as session:
+        went_offline = await mark_offline(session, offline_after=after)
+    return {"went_offline": [str(i) for i in went_offline]}
+
+
 JOBS: dict[str, Job] = {
     job.name: job
     for job in [
         Job("gc", CronTrigger(minute=17), _gc, "abort stale uploads, delete unused blobs and orphaned objects"),
+        Job("offline", CronTrigger(second=30), _offline, "mark nodes without a recent heartbeat offline"),
     ]
 }
 

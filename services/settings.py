@@ -46,6 +46,15 @@ class RegistrySettings(BaseSettings):
     stale_upload_hours: int = 24
 
 
+class FleetSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HANGAR_FLEET_")
+
+    # Nodes are told to heartbeat this often; a node silent for offline_after_seconds
+    # is marked offline by the ``offline`` job (a few missed beats, not one).
+    heartbeat_seconds: float = 15
+    offline_after_seconds: int = 90
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANGAR_")
 
@@ -56,6 +65,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
 
 
 def load_settings(**overrides) -> Settings:

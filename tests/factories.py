@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -68,3 +69,42 @@ def write_gguf(path: Path, *, megabytes: float = 1, seed: int = 0, arch: str = "
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+FACTS = {"hostname": "box", "os": "Linux", "arch": "x86_64", "cpu_cores": 2, "memory_bytes": 8 * 1024**3}
+
+
+@dataclass
+class EnrolledNode:
+    """A node as the control plane sees it, driven over HTTP like the runtime does."""
+
+    id: str
+    credential: str
+    http: httpx.AsyncClient
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"}
+
+    async def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return await self.http.request(method, path, headers=self.auth, **kwargs)
+
+    async def heartbeat(self, **body) -> httpx.Response:
+        beat = {"sent_at": datetime.now(UTC).isoformat(), "facts": FACTS} | body
+        return await self.request("POST", "/v1/fleet/heartbeat", json=beat)
+
+
+async def enroll_token(tenant: Tenant, **body) -> str:
+    resp = await tenant.request("POST", "/v1/enrollment-tokens/", json={"max_uses": 10} | body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["secret"]
+
+
+async def enroll_node(tenant: Tenant, *, token: str | None = None, name: str | None = None, **facts) -> EnrolledNode:
+    token = token or await enroll_token(tenant)
+    resp = await tenant.http.post(
+        "/v1/fleet/enroll", json={"token": token, "name": name, "facts": FACTS | facts}
+    )
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    return EnrolledNode(id=body["node_id"], credential=body["credential"], http=tenant.http)

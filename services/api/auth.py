@@ -1,4 +1,4 @@
-"""Who is calling: a tenant API key, or the platform operator token."""
+"""Who is calling: a tenant API key, a node credential, or the platform operator token."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ import uuid
 from dataclasses import dataclass
 
 from litestar import Request
+
+from node_runtime.wire import NODE_CREDENTIAL_PREFIX
 from services.components import Components
 from services.db import transaction
 from services.errors import Forbidden, Unauthorized
+from services.fleet import nodes
 from services.tenants import service as tenants
 from services.tenants.schemas import Scope
+
+# Not a Scope an API key can carry: only a node credential grants it.
+NODE_SCOPE = "node"
+NODE_ONLY = (
+    "a node credential may only heartbeat, read its desired state, list its peers and download "
+    "its tenant's models; use an API key (HANGAR_TOKEN) for this"
+)
 
 
 @dataclass(frozen=True)
@@ -21,12 +31,22 @@ class Principal:
     key_id: uuid.UUID | None = None
     node_id: uuid.UUID | None = None
 
-    def require(self, *allowed: Scope) -> None:
-        """``admin`` can do everything in its tenant; other scopes only what is listed."""
+    def require(self, *allowed: Scope, node: bool = False) -> None:
+        """``admin`` can do everything in its tenant; other scopes only what is listed;
+        a node only routes that pass ``node=True`` (downloads), never admin actions."""
+        if NODE_SCOPE in self.scopes:
+            if node:
+                return
+            raise Forbidden(NODE_ONLY)
         if Scope.admin in self.scopes or self.scopes & {s.value for s in allowed}:
             return
         names = ", ".join(s.value for s in (Scope.admin, *allowed))
         raise Forbidden(f"this key's scopes ({', '.join(sorted(self.scopes))}) do not allow this; it needs one of: {names}")
+
+    def require_node(self) -> uuid.UUID:
+        if self.node_id is None:
+            raise Forbidden("this route is for nodes: call it with the node credential from `hangar node enroll`")
+        return self.node_id
 
 
 def bearer(request: Request) -> str:
@@ -40,9 +60,13 @@ def bearer(request: Request) -> str:
 
 
 async def provide_principal(request: Request, hangar: Components) -> Principal:
+    secret = bearer(request)
     # Its own short transaction: a long upload must not hold the key's row lock.
     async with transaction(hangar.sessions) as session:
-        key = await tenants.authenticate(session, secret=bearer(request))
+        if secret.startswith(NODE_CREDENTIAL_PREFIX):
+            node = await nodes.authenticate(session, secret=secret)
+            return Principal(tenant_id=node.tenant_id, scopes=frozenset({NODE_SCOPE}), node_id=node.id)
+        key = await tenants.authenticate(session, secret=secret)
     return Principal(tenant_id=key.tenant_id, scopes=frozenset(key.scopes), key_id=key.id)
 
 

@@ -110,7 +110,7 @@ class ModelController(Controller):
 
     @get("/{name:str}/versions/{ref:str}/blob")
     async def download(self, request: Request, hangar: Components, principal: Principal, name: str, ref: str) -> Response:
-        principal.require(Scope.read)
+        principal.require(Scope.read, node=True)
         dl = await hangar.downloads.open(
             tenant_id=principal.tenant_id, name=name, ref=ref,
             range_header=request.headers.get("range"), if_range=request.headers.get("if-range"),
@@ -123,7 +123,7 @@ class ModelController(Controller):
 
     @head("/{name:str}/versions/{ref:str}/blob")
     async def download_head(self, request: Request, hangar: Components, principal: Principal, name: str, ref: str) -> Response[None]:
-        principal.require(Scope.read)
+        principal.require(Scope.read, node=True)
         dl = await hangar.downloads.open(
             tenant_id=principal.tenant_id, name=name, ref=ref,
             range_header=request.headers.get("range"), send_body=False,

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.cli import transfer
+from node_runtime.cli import app as node_app
+from services.cli import fleet, transfer
 from services.cli.client import call, out, print_json
 
 app = typer.Typer(help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True)
@@ -21,6 +22,8 @@ app.add_typer(tenants, name="tenants")
 app.add_typer(keys, name="keys")
 app.add_typer(models, name="models")
 app.add_typer(jobs, name="jobs")
+app.add_typer(node_app, name="node")
+fleet.register(app)
 
 JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 OPERATOR = "HANGAR_OPERATOR_TOKEN"

@@ -1,0 +1,182 @@
+"""The node's OpenAI-compatible API: an application changes one base URL and its
+prompts never leave the tenant's network."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.response import Stream
+
+from node_runtime.errors import BadRequest, NodeError, Unauthorized
+from node_runtime.forward import FORWARDED
+
+if TYPE_CHECKING:
+    from node_runtime.runtime import NodeRuntime
+
+log = logging.getLogger("hangar.node.api")
+
+
+def _error(status: int, message: str, *, type_: str, code: str, headers: dict | None = None) -> Response:
+    body = {"error": {"message": message, "type": type_, "code": code, "param": None}}
+    return Response(body, status_code=status, headers=headers or {}, media_type=MediaType.JSON)
+
+
+def node_error(_: Request, exc: NodeError) -> Response:
+    return _error(exc.status, exc.message, type_=exc.type, code=exc.code, headers=exc.headers)
+
+
+def http_error(_: Request, exc: HTTPException) -> Response:
+    return _error(exc.status_code, str(exc.detail), type_="invalid_request_error", code=str(exc.status_code))
+
+
+def unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error", code="internal")
+
+
+def _runtime(request: Request) -> NodeRuntime:
+    return request.app.state.runtime
+
+
+def api_key_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    expected = connection.app.state.runtime.settings.api_key.get_secret_value()
+    if not expected or connection.url.path == "/healthz":
+        return
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("this node wants its API key: send 'Authorization: Bearer <HANGAR_NODE_API_KEY>'")
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise BadRequest("the body must be a JSON object with a 'model' (see GET /v1/models)")
+    return body
+
+
+@get("/healthz")
+async def healthz(request: Request) -> dict[str, Any]:
+    rt = _runtime(request)
+    return {"status": "ok", "control_plane": rt.agent.connected, "refused": rt.agent.refused,
+            "queued_reports": len(rt.outbox)}
+
+
+@get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    rt = _runtime(request)
+    data = []
+    for e in rt.syncer.entries.values():
+        data.append({
+            "id": e.id, "object": "model", "created": int(rt.started), "owned_by": "hangar",
+            "hangar": {"digest": e.desired.digest, "state": e.status.state.value, "loaded": rt.serving.loaded(e.desired.digest),
+                       "estimated_memory_bytes": e.desired.estimated_memory_bytes},
+        })
+    return {"object": "list", "data": data}
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request) -> Response:
+    return await _serve(request, "/chat/completions", lambda m, body, mid, cancel: m.chat(body, model=mid, cancel=cancel))
+
+
+@post("/v1/completions", status_code=200)
+async def completions(request: Request) -> Response:
+    return await _serve(request, "/completions", lambda m, body, mid, cancel: m.complete(body, model=mid, cancel=cancel))
+
+
+@post("/v1/embeddings", status_code=200)
+async def embeddings(request: Request) -> Response:
+    return await _serve(request, "/embeddings", lambda m, body, mid, cancel: m.embed(body, model=mid))
+
+
+async def _serve(request: Request, path: str, run) -> Response:
+    rt = _runtime(request)
+    body = await _json(request)
+    rt.counters.requests += 1
+    forwarded_already = FORWARDED in request.headers
+    try:
+        entry = rt.serving.lookup(body["model"])
+        runner = await rt.serving.runner_for(entry)
+        first, rest = await runner.stream(lambda m, cancel: run(m, body, entry.id, cancel))
+    except NodeError as exc:
+        if exc.status == 503 and not forwarded_already:
+            fwd = await rt.forwarder.forward(path, body, name=entry.desired.name, digest=entry.desired.digest)
+            if fwd is not None:
+                rt.counters.forwarded += 1
+                return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers)
+        rt.counters.rejected += exc.status == 503
+        rt.counters.errors += exc.status != 503
+        raise
+    if not body.get("stream") or path == "/embeddings":
+        _count(rt, first)
+        rt.counters.completed += 1
+        return Response(first, media_type=MediaType.JSON)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return Stream(_sse(rt, first, rest, include_usage), media_type="text/event-stream",
+                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _count(rt: NodeRuntime, out: dict | None) -> None:
+    usage = (out or {}).get("usage") or {}
+    rt.counters.prompt_tokens += usage.get("prompt_tokens", 0)
+    rt.counters.completion_tokens += usage.get("completion_tokens", 0)
+
+
+async def _sse(rt: NodeRuntime, first: dict | None, rest: AsyncIterator[dict], include_usage: bool) -> AsyncIterator[bytes]:
+    usage = None
+    try:
+        chunk = first
+        while chunk is not None:
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+                _count(rt, chunk)
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            chunk = await anext(rest, None)
+        if include_usage and usage is not None:
+            # OpenAI's form: one last chunk with no choices and the usage.
+            tail = {**(first or {}), "choices": [], "usage": usage}
+            yield b"data: " + json.dumps(tail).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+        rt.counters.completed += 1
+    except Exception as exc:  # headers are sent: the error can only go in the stream
+        rt.counters.errors += 1
+        err = exc if isinstance(exc, NodeError) else NodeError(f"{type(exc).__name__}: {exc}")
+        event = {"error": {"message": err.message, "type": err.type, "code": err.code}}
+        yield b"data: " + json.dumps(event).encode() + b"\n\n"
+    finally:
+        await rest.aclose()
+
+
+def create_node_app(runtime: NodeRuntime) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar):
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    runtime.started = time.time()
+    return Litestar(
+        route_handlers=[healthz, list_models, chat_completions, completions, embeddings],
+        guards=[api_key_guard],
+        exception_handlers={NodeError: node_error, HTTPException: http_error, Exception: unexpected},
+        lifespan=[lifespan],
+        openapi_config=None,
+        debug=False,
+    )
+

@@ -1,0 +1,161 @@
+"""Turns the desired state into files in the cache: fit check, one download per
+digest with resume and retry, removal of what is no longer assigned."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from node_runtime.cache import BlobCache, Cancelled
+from node_runtime.identity import Identity
+from node_runtime.settings import NodeSettings
+from node_runtime.wire import DesiredModel, DesiredState, ModelStatus, SyncState
+
+log = logging.getLogger("hangar.node.sync")
+
+
+def served_id(model: DesiredModel) -> str:
+    """How clients name it: NAME:TAG for tag deployments, NAME@sha256:… for pinned ones."""
+    return f"{model.name}@{model.ref}" if model.ref.startswith("sha256:") else f"{model.name}:{model.ref}"
+
+
+@dataclass
+class Entry:
+    desired: DesiredModel
+    status: ModelStatus = field(init=False)
+
+    def __post_init__(self) -> None:
+        d = self.desired
+        self.status = ModelStatus(name=d.name, ref=d.ref, digest=d.digest, state=SyncState.pending, bytes_total=d.size)
+
+    @property
+    def id(self) -> str:
+        return served_id(self.desired)
+
+
+class Syncer:
+    def __init__(
+        self, *, settings: NodeSettings, identity: Identity, cache: BlobCache, memory_budget: int,
+        on_change: Callable[[], None], on_removed: Callable[[set[str]], None],
+    ):
+        self.settings = settings
+        self.identity = identity
+        self.cache = cache
+        self.memory_budget = memory_budget
+        self.on_change = on_change
+        self.on_removed = on_removed
+        self.entries: dict[str, Entry] = {}
+        self.downloads: dict[str, tuple[asyncio.Task, threading.Event]] = {}
+
+    def statuses(self) -> list[ModelStatus]:
+        return [e.status.model_copy() for e in self.entries.values()]
+
+    def mark(self, digest: str, state: SyncState, reason: str | None = None) -> None:
+        for e in self.entries.values():
+            if e.desired.digest == digest and e.status.state != SyncState.does_not_fit:
+                e.status.state, e.status.reason = state, reason
+                if state == SyncState.ready:
+                    e.status.bytes_done = e.status.bytes_total
+        self.on_change()
+
+    async def verify_all(self) -> None:
+        """At start: a file damaged while we were down is deleted here and fetched again."""
+        for digest in sorted(self.cache.present()):
+            if not await asyncio.to_thread(self.cache.verify, digest, force=True):
+                log.warning("cached %s failed verification; it will be fetched again", digest)
+
+    async def apply(self, desired: DesiredState) -> None:
+        entries = {}
+        for model in desired.models:
+            entry = self.entries.get(f"{model.name}@{model.digest}") or Entry(model)
+            entry.desired = model
+            entries[f"{model.name}@{model.digest}"] = entry
+        self.entries = entries
+        wanted = {e.desired.digest for e in entries.values() if not self._does_not_fit(e)}
+        for digest, (task, cancel) in list(self.downloads.items()):
+            if digest not in wanted:
+                cancel.set()
+                task.cancel()
+                del self.downloads[digest]
+        removed = set(await asyncio.to_thread(self.cache.remove_except, wanted))
+        if removed:
+            log.info("removed %d unassigned blob(s)", len(removed))
+            self.on_removed(removed)
+        for digest in wanted:
+            await self.ensure(digest)
+        self.on_change()
+
+    def _does_not_fit(self, entry: Entry) -> bool:
+        """True if the model cannot fit: it is reported, never downloaded nor loaded."""
+        need = entry.desired.estimated_memory_bytes
+        if need > self.memory_budget:
+            entry.status.state = SyncState.does_not_fit
+            entry.status.reason = (
+                f"needs about {need / 1e9:.2f} GB of memory to load; this node has {self.memory_budget / 1e9:.2f} GB"
+            )
+            return True
+        if entry.status.state == SyncState.does_not_fit:
+            entry.status.state, entry.status.reason = SyncState.pending, None
+        return False
+
+    async def ensure(self, digest: str) -> None:
+        """Ready if the verified file is there, else one download for the digest."""
+        if digest in self.downloads:
+            return
+        if await asyncio.to_thread(self.cache.verify, digest):
+            self.mark(digest, SyncState.ready)
+            return
+        cancel = threading.Event()
+        task = asyncio.create_task(self._download(digest, cancel), name=f"download {digest}")
+        self.downloads[digest] = (task, cancel)
+
+    def _model(self, digest: str) -> DesiredModel | None:
+        return next((e.desired for e in self.entries.values() if e.desired.digest == digest), None)
+
+    def _progress(self, digest: str) -> Callable[[int], None]:
+        def report(done: int) -> None:
+            for e in self.entries.values():
+                if e.desired.digest == digest:
+                    e.status.bytes_done = done
+        return report
+
+    async def _download(self, digest: str, cancel: threading.Event) -> None:
+        attempt = 0
+        try:
+            while (model := self._model(digest)) is not None:
+                self.mark(digest, SyncState.downloading)
+                try:
+                    await asyncio.to_thread(self._fetch, model, cancel)
+                    self.mark(digest, SyncState.ready)
+                    return
+                except Cancelled:
+                    return
+                except Exception as exc:  # network, disk, digest: report it and try again
+                    attempt += 1
+                    reason = f"{type(exc).__name__}: {exc}"[:500]
+                    log.warning("download of %s failed (attempt %d): %s", digest, attempt, reason)
+                    self.mark(digest, SyncState.failed, reason)
+                    # The first retry is immediate: a dropped connection resumes from the .partial.
+                    await asyncio.sleep(0 if attempt == 1 else min(self.settings.retry_seconds * attempt, 60))
+        finally:
+            current = self.downloads.get(digest)
+            if current is not None and current[1] is cancel:
+                del self.downloads[digest]
+
+    def _fetch(self, model: DesiredModel, cancel: threading.Event) -> None:
+        self.cache.download(
+            self.identity.server, model.download_path, headers={"Authorization": f"Bearer {self.identity.credential}"},
+            digest=model.digest, size=model.size, progress=self._progress(model.digest), cancel=cancel,
+        )
+
+    def ready(self) -> list[Entry]:
+        return [e for e in self.entries.values() if e.status.state == SyncState.ready]
+
+    async def close(self) -> None:
+        for task, cancel in self.downloads.values():
+            cancel.set()
+            task.cancel()
+        await asyncio.gather(*(t for t, _ in self.downloads.values()), return_exceptions=True)

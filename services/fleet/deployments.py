@@ -1,0 +1,154 @@
+"""Deployments, and the desired state they add up to for one node."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from node_runtime.wire import DesiredModel, DesiredState
+from registry import service as registry
+from registry.models import Model
+from registry.schemas import check_digest, check_name
+from services.errors import BadRequest, NotFound
+from services.fleet.models import Deployment, Node
+from services.fleet.nodes import get_node
+from services.fleet.revisions import bump_deployment_targets
+from services.fleet.schemas import DeploymentOut, check_labels
+
+REF_HELP = "name the model as NAME:TAG (follows the tag when it moves) or NAME@sha256:<hex> (one version)"
+
+
+def parse_model_ref(value: str) -> tuple[str, str]:
+    if "@" in value:
+        name, _, digest = value.partition("@")
+        return check_name(name), check_digest(digest)
+    name, _, tag = value.partition(":")
+    if not name:
+        raise BadRequest(f"invalid model {value!r}: {REF_HELP}")
+    tag = tag or "latest"
+    if tag.isdigit():
+        raise BadRequest(f"invalid model {value!r}: deploy a tag or a digest, not a version number; {REF_HELP}")
+    return check_name(name), check_name(tag, what="tag")
+
+
+def _targets():
+    return or_(
+        Deployment.node_id == Node.id,
+        and_(Deployment.selector.is_not(None), Node.labels.contains(Deployment.selector)),
+    )
+
+
+async def create_deployment(
+    session: AsyncSession, *, tenant_id: uuid.UUID, model: str, node_id: uuid.UUID | None,
+    selector: dict[str, str] | None,
+) -> DeploymentOut:
+    if (node_id is None) == (not selector):
+        raise BadRequest("give exactly one target: a node id (--node ID) or a label selector (--label k=v)")
+    name, ref = parse_model_ref(model)
+    found, _ = await registry.resolve(session, tenant_id=tenant_id, name=name, ref=ref)
+    if node_id is not None:
+        await get_node(session, tenant_id=tenant_id, node_id=node_id)
+    deployment = Deployment(
+        tenant_id=tenant_id, model_id=found.id, ref=ref, node_id=node_id,
+        selector=check_labels(selector) if selector else None,
+    )
+    session.add(deployment)
+    await session.flush()
+    await bump_deployment_targets(session, deployment_id=deployment.id)
+    return (await list_deployments(session, tenant_id=tenant_id, only=deployment.id))[0]
+
+
+async def list_deployments(
+    session: AsyncSession, *, tenant_id: uuid.UUID, only: uuid.UUID | None = None
+) -> list[DeploymentOut]:
+    stmt = select(Deployment).where(Deployment.tenant_id == tenant_id).order_by(Deployment.created_at)
+    if only is not None:
+        stmt = stmt.where(Deployment.id == only)
+    deployments = list(await session.scalars(stmt))
+    models = await _models(session, {d.model_id for d in deployments})
+    counts = dict(
+        (
+            await session.execute(
+                select(Deployment.id, func.count(Node.id))
+                .join(Node, and_(Node.tenant_id == Deployment.tenant_id, Node.revoked_at.is_(None), _targets()))
+                .where(Deployment.id.in_([d.id for d in deployments]))
+                .group_by(Deployment.id)
+            )
+        ).all()
+    )
+    out = []
+    for d in deployments:
+        model = models[d.model_id]
+        try:
+            version = registry.resolve_in(model, d.ref)
+        except NotFound:  # the tag was deleted: the deployment stays, and targets nothing
+            version = None
+        out.append(
+            DeploymentOut(
+                id=d.id, model=model.name, ref=d.ref, node_id=d.node_id, selector=d.selector,
+                version=version and version.number, digest=version and version.digest,
+                nodes=counts.get(d.id, 0), created_at=d.created_at,
+            )
+        )
+    return out
+
+
+async def delete_deployment(session: AsyncSession, *, tenant_id: uuid.UUID, deployment_id: uuid.UUID) -> None:
+    deployment = await session.scalar(
+        select(Deployment).where(Deployment.id == deployment_id, Deployment.tenant_id == tenant_id)
+    )
+    if deployment is None:
+        raise NotFound(f"no deployment {deployment_id} in this tenant; `hangar deployments ls` lists them")
+    await bump_deployment_targets(session, deployment_id=deployment.id)
+    await session.delete(deployment)
+    await session.flush()
+
+
+async def _models(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, Model]:
+    if not ids:
+        return {}
+    rows = await session.scalars(
+        select(Model).where(Model.id.in_(ids)).options(selectinload(Model.versions), selectinload(Model.tags))
+    )
+    return {m.id: m for m in rows}
+
+
+async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
+    """The union of every deployment that targets ``node``, resolved to digests now."""
+    # Read the revision first: a change racing with this read bumps it again, so
+    # the node fetches once more rather than missing the change.
+    revision = await session.scalar(select(Node.desired_revision).where(Node.id == node.id))
+    deployments = list(
+        await session.scalars(
+            select(Deployment)
+            .where(
+                Deployment.tenant_id == node.tenant_id,
+                or_(Deployment.node_id == node.id, Deployment.selector.contained_by(node.labels)),
+            )
+            .order_by(Deployment.created_at)
+        )
+    )
+    models = await _models(session, {d.model_id for d in deployments})
+    seen: set[tuple[str, str]] = set()
+    out: list[DesiredModel] = []
+    for d in deployments:
+        model = models[d.model_id]
+        try:
+            version = registry.resolve_in(model, d.ref)
+        except NotFound:
+            continue
+        if (model.name, version.digest) in seen:
+            continue
+        seen.add((model.name, version.digest))
+        out.append(
+            DesiredModel(
+                name=model.name, ref=d.ref, digest=version.digest, size=version.size, version=version.number,
+                download_path=f"/v1/models/{model.name}/versions/{version.digest}/blob",
+                estimated_memory_bytes=int(version.gguf.get("estimated_memory_bytes") or version.size),
+                gguf=version.gguf,
+            )
+        )
+    return DesiredState(revision=revision or 0, models=out)

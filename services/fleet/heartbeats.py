@@ -1,0 +1,91 @@
+"""What nodes send: heartbeats, queued reports, and what they ask: peers.
+
+Built for thousands of nodes: a heartbeat is one UPDATE … RETURNING (the
+credential lookup before it is one indexed SELECT); nothing is appended per beat."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node_runtime.wire import Heartbeat, Peer, ReportBatch, ReportBatchReply, SyncState
+from services.db import utcnow
+from services.errors import Unauthorized
+from services.fleet.models import Node, NodeReport
+
+
+def _report(beat: Heartbeat) -> dict:
+    return beat.model_dump(mode="json", exclude={"facts"})
+
+
+async def heartbeat(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbeat) -> int:
+    """Store the node's latest facts and report; return its desired-state revision."""
+    revision = await session.scalar(
+        update(Node)
+        .where(Node.id == node_id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
+        .values(
+            last_seen_at=func.now(),
+            facts=beat.facts.model_dump(mode="json"),
+            report=_report(beat),
+            status="online",
+            status_changed_at=case((Node.status != "online", func.now()), else_=Node.status_changed_at),
+        )
+        .returning(Node.desired_revision)
+        .execution_options(synchronize_session=False)
+    )
+    if revision is None:  # revoked or disabled since the credential check
+        raise Unauthorized(f"node {node_id} was revoked or disabled; it may not report any more")
+    return revision
+
+
+async def store_reports(
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, batch: ReportBatch
+) -> ReportBatchReply:
+    """Keep heartbeats a node queued while offline. Idempotent on the report id, so a
+    flush retried after a lost reply stores nothing twice."""
+    accepted = 0
+    for beat in batch.reports:
+        result = await session.execute(
+            insert(NodeReport)
+            .values(
+                id=uuid.uuid4(), tenant_id=tenant_id, node_id=node_id, report_id=beat.id,
+                sent_at=beat.sent_at, received_at=utcnow(), body=_report(beat),
+            )
+            .on_conflict_do_nothing(index_elements=["node_id", "report_id"])
+        )
+        accepted += result.rowcount
+    revision = await session.scalar(select(Node.desired_revision).where(Node.id == node_id))
+    return ReportBatchReply(
+        accepted=accepted, duplicates=len(batch.reports) - accepted, desired_revision=revision or 0
+    )
+
+
+PEERS_LIMIT = 50
+
+
+async def peers(
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, offline_after: timedelta,
+    digest: str | None = None,
+) -> list[Peer]:
+    """Online nodes of the same tenant that advertise an API, with the models they
+    hold ready — the only places a node may forward a request to. Nodes ask for the
+    digest they need, so the answer stays small in a fleet of thousands."""
+    stmt = select(Node).where(
+        Node.tenant_id == tenant_id, Node.id != node_id, Node.revoked_at.is_(None),
+        Node.disabled_at.is_(None), Node.last_seen_at > utcnow() - offline_after,
+    )
+    if digest is not None:
+        stmt = stmt.where(Node.report["models"].contains([{"digest": digest, "state": SyncState.ready.value}]))
+    rows = await session.scalars(stmt.order_by(Node.last_seen_at.desc()).limit(PEERS_LIMIT))
+    out = []
+    for node in rows:
+        url = (node.facts or {}).get("api_url")
+        if not url:
+            continue
+        ready = [m["digest"] for m in (node.report or {}).get("models", []) if m.get("state") == SyncState.ready]
+        out.append(Peer(node_id=node.id, name=node.name, api_url=url, models=ready))
+    return out

@@ -1,0 +1,126 @@
+"""The bounded queue and the local API key, with the node runtime in this process,
+the real control plane and registry, and a controllable engine."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from node_runtime.api import create_node_app
+from node_runtime.identity import Identity
+from node_runtime.runtime import NodeRuntime
+from node_runtime.settings import NodeSettings
+from tests.factories import enroll_node, write_gguf
+from tests.node_runtime.conftest import wait_for
+from tests.node_runtime.fake_engine import FakeEngine
+from tests.node_runtime.proxy import free_port
+
+CHAT = {"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@asynccontextmanager
+async def in_process_node(tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, **settings):
+    """The node runtime in this process with the real control plane, registry and cache."""
+    t = await tenants.create()
+    digests = []
+    for i, name in enumerate(models):
+        digests.append((await t.push(write_gguf(tmp_path / f"{name}.gguf", seed=i), name)).json()["version"]["digest"])
+    enrolled = await enroll_node(t)
+    for name in models:
+        await t.request("POST", "/v1/deployments/", json={"model": f"{name}:latest", "node_id": enrolled.id})
+    port = free_port()
+    settings = NodeSettings(data_dir=tmp_path / "node", port=port, heartbeat_seconds=0.2, **settings)
+    identity = Identity(server=base_url, node_id=uuid.UUID(enrolled.id), tenant_id=uuid.UUID(t.id), name="n",
+                        credential=enrolled.credential)
+    runtime = NodeRuntime(settings, identity, engine=engine)
+    server = uvicorn.Server(uvicorn.Config(create_node_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    key = settings.api_key.get_secret_value()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=60, headers=headers) as http:
+            yield runtime, http, digests
+    finally:
+        engine.release.set()
+        engine.loadable.set()
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def node(tenants, base_url, tmp_path) -> AsyncIterator[tuple[NodeRuntime, FakeEngine, httpx.AsyncClient, str]]:
+    engine = FakeEngine()
+    engine.loadable.clear()
+    async with in_process_node(
+        tenants, base_url, tmp_path, ["tiny"], engine, queue_size=1, api_key=SecretStr("local-key")
+    ) as (runtime, http, digests):
+        yield runtime, engine, http, digests[0]
+
+
+async def test_loading_then_full_queue_answer_503_with_retry_after_and_nothing_is_cancelled(node):
+    runtime, engine, http, digest = node
+    await wait_for("the model downloaded", lambda: _async(digest in runtime.serving.runners))
+
+    loading = await http.post("/chat/completions", json=CHAT)
+    assert loading.status_code == 503
+    assert loading.headers["retry-after"]
+    assert "still loading" in loading.json()["error"]["message"]
+
+    engine.loadable.set()
+    await wait_for("the model loaded", lambda: _async(runtime.serving.loaded(digest)))
+    running = asyncio.create_task(http.post("/chat/completions", json=CHAT))
+    await wait_for("one request running", lambda: _async(engine.running == 1))
+    queued = asyncio.create_task(http.post("/chat/completions", json=CHAT))
+    await wait_for("one request queued", lambda: _async(runtime.serving.runners[digest].admitted == 2))
+
+    full = await http.post("/chat/completions", json=CHAT)
+    assert full.status_code == 503
+    assert int(full.headers["retry-after"]) >= 1
+    error = full.json()["error"]
+    assert error["code"] == "unavailable" and "saturated" in error["message"]
+
+    engine.release.set()
+    for done in await asyncio.gather(running, queued):
+        assert done.status_code == 200, done.text
+        assert done.json()["usage"]["total_tokens"] == 4
+    assert runtime.counters.completed == 2 and runtime.counters.rejected == 2
+
+
+async def test_the_local_api_key_is_checked(node):
+    _, _, http, _ = node
+    refused = await http.get("/models", headers={"Authorization": "Bearer wrong"})
+    assert refused.status_code == 401
+    assert "HANGAR_NODE_API_KEY" in refused.json()["error"]["message"]
+    assert (await http.get("/models")).status_code == 200
+    unknown = await http.post("/chat/completions", json=CHAT | {"model": "nope"})
+    assert unknown.status_code == 404
+    assert "tiny:latest" in unknown.json()["error"]["message"]
+
+
+async def test_idle_models_unload_and_the_loaded_limit_holds(tenants, base_url, tmp_path):
+    engine = FakeEngine()
+    engine.release.set()
+    async with in_process_node(
+        tenants, base_url, tmp_path, ["one", "two"], engine, max_loaded_models=1, keep_alive_seconds=1
+    ) as (runtime, http, (one, two)):
+        await wait_for("both models downloaded", lambda: _async(len(runtime.syncer.ready()) == 2))
+        for name, digest in (("one", one), ("two", two)):
+            async def answered(name=name):
+                return (await http.post("/chat/completions", json=CHAT | {"model": name})).status_code == 200
+
+            await wait_for(f"{name} answering", answered)
+            assert list(runtime.serving.runners) == [digest]  # the other one was unloaded to make room
+        await wait_for("the idle model unloaded after its keep-alive", lambda: _async(not runtime.serving.runners))
+
+
+async def _async(value):
+    return value
