@@ -12,7 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components as OAComponents
 from litestar.openapi.spec import SecurityScheme
 
-from services.api import health, registry, tenants
+from services.api import billing, health, invoices, registry, tenants, usage
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
@@ -40,6 +40,13 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             tenants.KeyController,
             registry.ModelController,
             registry.UploadController,
+            usage.UsageController,
+            usage.UsageImportController,
+            invoices.InvoiceController,
+            invoices.OperatorInvoiceController,
+            billing.AccountController,
+            billing.TenantBillingController,
+            billing.stripe_webhook,
         ],
         dependencies={
             "hangar": Provide(provide_components, sync_to_thread=False),
