@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -267,10 +267,16 @@ def _needs_push():
 
 
 async def sync_invoices(
-    sessions: async_sessionmaker[AsyncSession], client: StripeClient, *, now: datetime, limit: int = 200
+    sessions: async_sessionmaker[AsyncSession],
+    client: StripeClient,
+    *,
+    now: datetime,
+    limit: int = 200,
+    tenant_id: uuid.UUID | None = None,
 ) -> SyncReport:
-    """Push what Stripe does not have yet, oldest first. Per tenant, a later invoice
-    waits until the earlier one is through, so pending items never mix."""
+    """Push what Stripe does not have yet, oldest first (one tenant's only, if given).
+    Per tenant, a later invoice waits until the earlier one is through, so pending
+    invoice items never mix."""
     report = SyncReport()
     if not client.enabled:
         report.skipped = "Stripe is not configured (HANGAR_STRIPE_API_KEY is empty)"
@@ -283,6 +289,7 @@ async def sync_invoices(
                 .join(BillingAccount, BillingAccount.tenant_id == Invoice.tenant_id)
                 .where(_needs_push())
                 .where(or_(Invoice.stripe_next_attempt_at.is_(None), Invoice.stripe_next_attempt_at <= now))
+                .where(Invoice.tenant_id == tenant_id if tenant_id else true())
                 .order_by(Invoice.number)
                 .limit(limit)
             )

@@ -22,4 +22,9 @@ def gb(nbytes: int | Decimal) -> Decimal:
 
 
 def format_gb(nbytes: int | Decimal) -> str:
-    return f"{gb(nbytes):.2f} GB"
+    """Bytes for people: GB with two decimals, smaller amounts in MB or bytes."""
+    if nbytes >= GB_INT:
+        return f"{gb(nbytes):.2f} GB"
+    if nbytes >= 10**6:
+        return f"{Decimal(nbytes) / 10**6:.1f} MB"
+    return f"{nbytes} B"
