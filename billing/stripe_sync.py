@@ -172,10 +172,12 @@ class StripeSync:
             await self._mark_done(f"hangar:pay:{invoice.id}", tenant.id, stripe_invoice)
             await self._set_invoice(invoice.id, status="payment_failed", stripe_state="collected", stripe_error=exc.message)
             return
-        paid = (await self.client.get(f"/v1/invoices/{stripe_invoice}")).get("status") == "paid"
+        collected = await self.client.get(f"/v1/invoices/{stripe_invoice}")
         values: dict[str, Any] = {"stripe_state": "collected", "stripe_error": None}
-        if paid:
+        if collected.get("status") == "paid":
             values.update(status="paid", paid_at=self.now)
+        elif failure := await self._payment_failure(collected):
+            values.update(status="payment_failed", stripe_error=failure)
         async with transaction(self.sessions) as session:
             await session.execute(
                 update(Invoice).where(Invoice.id == invoice.id, Invoice.status != "void").values(**values)
@@ -220,6 +222,18 @@ class StripeSync:
             )
         await self._set_invoice(invoice.id, stripe_invoice_id=stripe_invoice, stripe_state="invoiced")
         return stripe_invoice
+
+    async def _payment_failure(self, stripe_invoice: dict[str, Any]) -> str | None:
+        """Why the charge failed, if it did. Stripe answers a declined ``pay`` with 402;
+        a Stripe that accepts the call but leaves the payment intent wanting a new
+        payment method (localstripe) has declined it just the same."""
+        intent = stripe_invoice.get("payment_intent")
+        if not isinstance(intent, str):
+            return None
+        found = await self.client.get(f"/v1/payment_intents/{intent}")
+        if found.get("status") != "requires_payment_method":
+            return None  # succeeded, or still processing: the webhook will tell
+        return (found.get("last_payment_error") or {}).get("message") or "the payment was declined"
 
     async def _pay_applied(self, stripe_invoice: str) -> str | None:
         status = (await self.client.get(f"/v1/invoices/{stripe_invoice}")).get("status")

@@ -5,6 +5,12 @@
 Unlike ``localstripe --port`` it listens on loopback only, and keeps its state in
 memory instead of pickling the whole store to the shared /tmp/localstripe.pickle
 after every write (which two test runs on one machine would fight over).
+
+localstripe 1.15 only creates invoices for subscriptions. Real Stripe also creates
+one-off invoices from a customer's pending invoice items
+(``POST /v1/invoices customer=... pending_invoice_items_behavior=include``), which is
+what Hangar sends; ``_one_off_invoices`` teaches the fake that one request, using
+its own Invoice class (which already collects pending items), and nothing else.
 """
 
 from __future__ import annotations
@@ -16,11 +22,27 @@ import time
 import httpx
 
 
+def _one_off_invoices(resources) -> None:
+    original = resources.Invoice._api_create.__func__
+
+    def create(cls, customer=None, subscription=None, pending_invoice_items_behavior=None, **data):
+        if subscription is None and pending_invoice_items_behavior == "include":
+            unexpected = set(data) - {"description", "metadata"}
+            if unexpected:
+                raise resources.UserError(400, "Unexpected " + ", ".join(sorted(unexpected)))
+            return cls(customer=customer, **data)
+        return original(cls, customer=customer, subscription=subscription,
+                        pending_invoice_items_behavior=pending_invoice_items_behavior, **data)
+
+    resources.Invoice._api_create = classmethod(create)
+
+
 def main() -> None:
     from aiohttp import web
     from localstripe import resources, server
 
     resources.store.dump_to_disk = lambda: None
+    _one_off_invoices(resources)
     web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 
 
