@@ -14,7 +14,7 @@ from billing.models import Contract
 from billing.plans import PlanName
 from billing.quotas import limit_status
 from billing.schemas import AccountOut, ContractIn, ContractOut, UsageOverview
-from metering.ingest import event_error, insert_events, parse_events, refuse
+from metering.ingest import EventColumns, event_error, insert_events, parse_events, refuse
 from metering.periods import Period
 from metering.reports import usage_report
 from metering.schemas import ImportResult
@@ -93,43 +93,49 @@ async def usage_overview(
 
 _CLOSED = text(
     """
-    select i.tenant_id, i.period, i.number from invoices i
-    join unnest(cast(:tenants as uuid[]), cast(:periods as date[])) as k(tenant_id, period)
-      on i.tenant_id = k.tenant_id and i.period = k.period
+    select tenant_id, period, number from invoices
+    where tenant_id = any(cast(:tenants as uuid[])) and period between :first and :last
     """
 )
+
+
+async def _refuse_closed_months(session: AsyncSession, cols: EventColumns) -> None:
+    """Late usage cannot change a finalized invoice. One query over the batch's span;
+    the events are only scanned (to name the first offender) if some month is closed."""
+    first = Period.containing(min(cols.occurred_at)).first_day
+    last = Period.containing(max(cols.occurred_at)).first_day
+    rows = await session.execute(_CLOSED, {"tenants": list(set(cols.tenant_ids)), "first": first, "last": last})
+    closed = {(tenant_id, period): number for tenant_id, period, number in rows}
+    if not closed:
+        return
+    errors, seen = [], set()
+    for index, (tenant_id, moment) in enumerate(zip(cols.tenant_ids, cols.occurred_at, strict=True)):
+        key = (tenant_id, Period.containing(moment).first_day)
+        if key in closed and key not in seen:
+            seen.add(key)
+            errors.append(event_error(
+                index, cols.event_ids[index], "occurred_at",
+                f"falls in {Period.of_date(key[1]).label}, which is already invoiced for this tenant "
+                f"({closed[key]}); late usage cannot change a finalized invoice; correct it with a credit note",
+            ))
+    raise refuse(errors)
 
 
 async def import_usage(session: AsyncSession, *, payload: Any, now: datetime, max_events: int) -> ImportResult:
     """Operator backfill: all or nothing, idempotent on (tenant, event id). Events for
     unknown tenants, or for a month already invoiced, refuse the whole batch."""
     cols = parse_events(payload, now=now, max_events=max_events)
-    first_use: dict[uuid.UUID, int] = {}
-    for index, tenant_id in enumerate(cols.tenant_ids):
-        first_use.setdefault(tenant_id, index)
-    known = set(await session.scalars(select(Tenant.id).where(Tenant.id.in_(list(first_use)))))
-    errors = [
-        event_error(i, cols.event_ids[i], "tenant_id", f"{t} is not a tenant; `hangar tenants ls` lists them")
-        for t, i in first_use.items()
-        if t not in known
-    ]
-    if errors:
-        raise refuse(errors)
-    months: dict[tuple[uuid.UUID, Any], int] = {}
-    for index, (tenant_id, moment) in enumerate(zip(cols.tenant_ids, cols.occurred_at, strict=True)):
-        months.setdefault((tenant_id, Period.containing(moment).first_day), index)
-    closed = await session.execute(
-        _CLOSED, {"tenants": [k[0] for k in months], "periods": [k[1] for k in months]}
-    )
-    errors = [
-        event_error(
-            months[(tid, day)], cols.event_ids[months[(tid, day)]], "occurred_at",
-            f"falls in {Period.of_date(day).label}, which is already invoiced for this tenant ({number}); "
-            "late usage cannot change a finalized invoice; correct it with a credit note",
-        )
-        for tid, day, number in closed
-    ]
-    if errors:
-        raise refuse(errors)
+    named = set(cols.tenant_ids)
+    known = set(await session.scalars(select(Tenant.id).where(Tenant.id.in_(list(named)))))
+    if named - known:
+        first_use: dict[uuid.UUID, int] = {}
+        for index, tenant_id in enumerate(cols.tenant_ids):
+            if tenant_id not in known:
+                first_use.setdefault(tenant_id, index)
+        raise refuse([
+            event_error(i, cols.event_ids[i], "tenant_id", f"{t} is not a tenant; `hangar tenants ls` lists them")
+            for t, i in first_use.items()
+        ])
+    await _refuse_closed_months(session, cols)
     written = await insert_events(session, cols)
     return ImportResult(received=len(cols), written=written, duplicates=len(cols) - written)

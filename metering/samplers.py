@@ -17,8 +17,8 @@ from metering.periods import day_start, hour_start
 
 _DEVICE_DAYS = text(
     """
-    insert into usage_events (id, tenant_id, event_id, meter, quantity, occurred_at, node_id, attrs, created_at)
-    select gen_random_uuid(), n.tenant_id,
+    insert into usage_events (tenant_id, event_id, meter, quantity, occurred_at, node_id, attrs, created_at)
+    select n.tenant_id,
            'device_day:' || n.id || ':' || to_char(d at time zone 'UTC', 'YYYY-MM-DD'),
            'device_day', 1, d, n.id, '{}'::jsonb, now()
     from nodes n
@@ -33,8 +33,8 @@ _DEVICE_DAYS = text(
 # and a deleted version stops counting at once (before GC removes the object).
 _STORAGE = text(
     """
-    insert into usage_events (id, tenant_id, event_id, meter, quantity, occurred_at, attrs, created_at)
-    select gen_random_uuid(), b.tenant_id, 'storage:' || b.tenant_id || ':' || :label,
+    insert into usage_events (tenant_id, event_id, meter, quantity, occurred_at, attrs, created_at)
+    select b.tenant_id, 'storage:' || b.tenant_id || ':' || :label,
            'storage_sample', sum(b.size), cast(:hour as timestamptz), '{}'::jsonb, now()
     from blobs b
     where exists (select 1 from model_versions v where v.blob_id = b.id)
