@@ -95,9 +95,7 @@ async def load_segments(
     by_tenant: dict[uuid.UUID, list[PlanPeriod]] = {tid: [] for tid in ids}
     for period in periods:
         by_tenant[period.tenant_id].append(period)
-    return {
-        tid: build(by_tenant[tid], account=accounts[tid], contracts=contracts) for tid in ids
-    }
+    return {tid: build(by_tenant[tid], account=accounts[tid], contracts=contracts) for tid in ids}
 
 
 async def resolve_tenant(session: AsyncSession, ref: str) -> Tenant:
@@ -111,10 +109,14 @@ async def resolve_tenant(session: AsyncSession, ref: str) -> Tenant:
     return tenant
 
 
-async def _refuse_if_invoiced(session: AsyncSession, *, tenant_id: uuid.UUID, moment: datetime) -> None:
+async def _refuse_if_invoiced(
+    session: AsyncSession, *, tenant_id: uuid.UUID, moment: datetime
+) -> None:
     invoiced = await session.scalar(
         select(Invoice.number)
-        .where(Invoice.tenant_id == tenant_id, Invoice.period >= Period.containing(moment).first_day)
+        .where(
+            Invoice.tenant_id == tenant_id, Invoice.period >= Period.containing(moment).first_day
+        )
         .order_by(Invoice.period)
         .limit(1)
     )
@@ -140,17 +142,23 @@ async def set_plan(
         raise BadRequest("'lapsed' is not a plan to choose; pick starter, payg or enterprise")
     if plan is PlanName.enterprise and contract_id is None:
         contract_id = await session.scalar(
-            select(Contract.id).where(Contract.tenant_id == tenant_id).order_by(Contract.created_at.desc()).limit(1)
+            select(Contract.id)
+            .where(Contract.tenant_id == tenant_id)
+            .order_by(Contract.created_at.desc())
+            .limit(1)
         )
         if contract_id is None:
             raise BadRequest(
                 "this tenant has no enterprise contract yet; set one with "
-                "`hangar contracts set TENANT --monthly-fee ...` (which also moves it to enterprise)"
+                "`hangar contracts set TENANT --monthly-fee ...` "
+                "(which also moves it to enterprise)"
             )
     await standing(session, tenant_id=tenant_id, trial_days=trial_days, lock=True)
     await _refuse_if_invoiced(session, tenant_id=tenant_id, moment=effective_at)
     await session.execute(
-        delete(PlanPeriod).where(PlanPeriod.tenant_id == tenant_id, PlanPeriod.starts_at >= effective_at)
+        delete(PlanPeriod).where(
+            PlanPeriod.tenant_id == tenant_id, PlanPeriod.starts_at >= effective_at
+        )
     )
     period = PlanPeriod(
         tenant_id=tenant_id,
@@ -160,12 +168,16 @@ async def set_plan(
         trial_ends_at=effective_at + timedelta(days=trial_days) if plan is PlanName.trial else None,
     )
     session.add(period)
-    await session.execute(update(Tenant).where(Tenant.id == tenant_id).values(plan=PUBLIC_PLAN[plan]))
+    await session.execute(
+        update(Tenant).where(Tenant.id == tenant_id).values(plan=PUBLIC_PLAN[plan])
+    )
     await session.flush()
     return period
 
 
-async def set_spend_cap(session: AsyncSession, *, tenant_id: uuid.UUID, cap_pence: int | None, trial_days: int) -> BillingAccount:
+async def set_spend_cap(
+    session: AsyncSession, *, tenant_id: uuid.UUID, cap_pence: int | None, trial_days: int
+) -> BillingAccount:
     if cap_pence is not None and cap_pence < 0:
         raise BadRequest("a spend cap cannot be negative; send null to remove the cap")
     state = await standing(session, tenant_id=tenant_id, trial_days=trial_days, lock=True)

@@ -50,7 +50,9 @@ async def rate_tenants(
             params["hi"].append(window.usage_to)
     usage: dict[uuid.UUID, dict[tuple[int, str], tuple[int, int]]] = {tid: {} for tid in segments}
     if params["tenants"]:
-        for tenant_id, index, meter, total, count in await session.execute(_USAGE_BY_WINDOW, params):
+        for tenant_id, index, meter, total, count in await session.execute(
+            _USAGE_BY_WINDOW, params
+        ):
             usage[tenant_id][(index, meter)] = (int(total), int(count))
     return {tid: rate(period, segs, usage[tid]) for tid, segs in segments.items()}
 
@@ -62,7 +64,9 @@ async def next_numbers(session: AsyncSession, *, series: str, count: int) -> lis
         text("insert into number_series (name, next_value) values (:n, 1) on conflict do nothing"),
         {"n": series},
     )
-    row = await session.scalar(select(NumberSeries).where(NumberSeries.name == series).with_for_update())
+    row = await session.scalar(
+        select(NumberSeries).where(NumberSeries.name == series).with_for_update()
+    )
     assert row is not None
     first = row.next_value
     row.next_value = first + count
@@ -82,7 +86,9 @@ def _due_days(segs: list[Segment], period: Period, default: int) -> int:
     return terms.payment_terms_days if terms.payment_terms_days is not None else default
 
 
-async def _candidates(sessions: async_sessionmaker[AsyncSession], period: Period) -> list[uuid.UUID]:
+async def _candidates(
+    sessions: async_sessionmaker[AsyncSession], period: Period
+) -> list[uuid.UUID]:
     """Tenants that existed during the period (by their first plan) and lack its invoice."""
     async with sessions() as session:
         first_plan = (
@@ -100,7 +106,11 @@ async def _candidates(sessions: async_sessionmaker[AsyncSession], period: Period
 
 
 async def close_period(
-    sessions: async_sessionmaker[AsyncSession], *, period: Period, now: datetime, settings: BillingSettings
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    period: Period,
+    now: datetime,
+    settings: BillingSettings,
 ) -> CloseResult:
     """Finalize every tenant's invoice for ``period``. Safe to run again or concurrently:
     each batch takes the number series lock first and then skips tenants already invoiced."""
@@ -112,7 +122,11 @@ async def close_period(
     for start in range(0, len(candidates), size):
         async with transaction(sessions) as session:
             numbers = await _close_batch(
-                session, period=period, now=now, settings=settings, tenant_ids=candidates[start : start + size]
+                session,
+                period=period,
+                now=now,
+                settings=settings,
+                tenant_ids=candidates[start : start + size],
             )
         result.invoices += len(numbers)
         result.numbers += numbers
@@ -120,13 +134,20 @@ async def close_period(
 
 
 async def _close_batch(
-    session: AsyncSession, *, period: Period, now: datetime, settings: BillingSettings, tenant_ids: list[uuid.UUID]
+    session: AsyncSession,
+    *,
+    period: Period,
+    now: datetime,
+    settings: BillingSettings,
+    tenant_ids: list[uuid.UUID],
 ) -> list[str]:
     # Lock first, then look: a concurrent closer that got here earlier has committed.
     await next_numbers(session, series="invoice", count=0)
     done = set(
         await session.scalars(
-            select(Invoice.tenant_id).where(Invoice.tenant_id.in_(tenant_ids), Invoice.period == period.first_day)
+            select(Invoice.tenant_id).where(
+                Invoice.tenant_id.in_(tenant_ids), Invoice.period == period.first_day
+            )
         )
     )
     todo = [t for t in tenant_ids if t not in done]
@@ -134,7 +155,9 @@ async def _close_batch(
         return []
     accounts = {
         a.tenant_id: a
-        for a in await session.scalars(select(BillingAccount).where(BillingAccount.tenant_id.in_(todo)))
+        for a in await session.scalars(
+            select(BillingAccount).where(BillingAccount.tenant_id.in_(todo))
+        )
     }
     segments = await load_segments(session, accounts=accounts)
     rated = await rate_tenants(session, period=period, segments=segments)
@@ -146,11 +169,22 @@ async def _close_batch(
         total = sum(line.amount_pence for line in rated[tenant_id])
         invoices.append(
             {
-                "id": invoice_id, "tenant_id": tenant_id, "number": label, "period": period.first_day,
-                "status": "open" if total > 0 else "paid", "currency": "gbp", "total_pence": total,
-                "finalized_at": now, "paid_at": None if total > 0 else now,
-                "due_at": now + timedelta(days=_due_days(segments[tenant_id], period, settings.payment_terms_days)),
-                "stripe_state": "none" if total > 0 else "skipped", "stripe_attempts": 0, "created_at": now,
+                "id": invoice_id,
+                "tenant_id": tenant_id,
+                "number": label,
+                "period": period.first_day,
+                "status": "open" if total > 0 else "paid",
+                "currency": "gbp",
+                "total_pence": total,
+                "finalized_at": now,
+                "paid_at": None if total > 0 else now,
+                "due_at": now
+                + timedelta(
+                    days=_due_days(segments[tenant_id], period, settings.payment_terms_days)
+                ),
+                "stripe_state": "none" if total > 0 else "skipped",
+                "stripe_attempts": 0,
+                "created_at": now,
             }
         )
         lines += [

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.accounts import ensure_accounts
-from billing.invoicing import close_period, closable_periods
+from billing.invoicing import closable_periods, close_period
 from billing.stripe import StripeClient
 from billing.stripe_sync import SyncReport, sync_invoices
 from metering.samplers import SampleReport, count_device_days, sample_storage
@@ -62,7 +62,9 @@ async def expire_trials(session: AsyncSession, *, now: datetime, trial_days: int
     return report
 
 
-async def run_storage_sample(sessions: async_sessionmaker[AsyncSession], *, now: datetime) -> SampleReport:
+async def run_storage_sample(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime
+) -> SampleReport:
     async with transaction(sessions) as session:
         return await sample_storage(session, now=now)
 
@@ -71,7 +73,9 @@ async def run_device_count(
     sessions: async_sessionmaker[AsyncSession], *, now: datetime, settings: BillingSettings
 ) -> SampleReport:
     async with transaction(sessions) as session:
-        return await count_device_days(session, now=now, lookback_days=settings.device_lookback_days)
+        return await count_device_days(
+            session, now=now, lookback_days=settings.device_lookback_days
+        )
 
 
 async def run_trial_expiry(

@@ -4,7 +4,17 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, CreatedAt, new_id
@@ -20,7 +30,9 @@ class BillingAccount(CreatedAt, Base):
 
     __tablename__ = "billing_accounts"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
     # A Stripe payment method id (pm_...) once one is on file.
     payment_method: Mapped[str | None] = mapped_column(String(255))
     # Pay-as-you-go monthly spend cap set by the tenant, in pence; None means no cap.
@@ -50,7 +62,9 @@ class Contract(CreatedAt, Base):
     __tablename__ = "contracts"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     monthly_fee_pence: Mapped[int] = mapped_column(BigInteger)
     device_month_pence: Mapped[Decimal] = mapped_column(UnitPrice)
     storage_gb_month_pence: Mapped[Decimal] = mapped_column(UnitPrice)
@@ -127,7 +141,9 @@ class CreditNote(CreatedAt, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
     number: Mapped[str] = mapped_column(String(32), unique=True)
     amount_pence: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text)
@@ -151,7 +167,9 @@ class StripeRequest(Base):
     __tablename__ = "stripe_requests"
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stripe_id: Mapped[str | None] = mapped_column(String(255))
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

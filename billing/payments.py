@@ -48,13 +48,21 @@ async def set_payment_method(
             )
         except StripeError as exc:
             if exc.status == 402:
-                raise PaymentRequired(f"Stripe declined this payment method: {exc.message}") from exc
-            raise BadRequest(f"Stripe refused payment method {payment_method!r}: {exc.message}") from exc
+                raise PaymentRequired(
+                    f"Stripe declined this payment method: {exc.message}"
+                ) from exc
+            raise BadRequest(
+                f"Stripe refused payment method {payment_method!r}: {exc.message}"
+            ) from exc
         except StripeUnavailable as exc:
-            raise Unavailable(f"Stripe is unreachable, nothing was changed; try again shortly ({exc})") from exc
+            raise Unavailable(
+                f"Stripe is unreachable, nothing was changed; try again shortly ({exc})"
+            ) from exc
     async with transaction(sessions) as session:
         await session.execute(
-            update(BillingAccount).where(BillingAccount.tenant_id == tenant_id).values(payment_method=method)
+            update(BillingAccount)
+            .where(BillingAccount.tenant_id == tenant_id)
+            .values(payment_method=method)
         )
         # Invoices waiting for a card are pushed on the next sync run, not tomorrow.
         await session.execute(

@@ -77,7 +77,9 @@ STARTER_FEE_PENCE = Decimal(3500)
 PAYG_RATES = {DEVICE_DAY: Decimal(500), STORAGE_SAMPLE: Decimal(5), EGRESS: Decimal(14)}
 
 
-def terms_for(plan: PlanName, *, contract: Contract | None = None, spend_cap_pence: int | None = None) -> Terms:
+def terms_for(
+    plan: PlanName, *, contract: Contract | None = None, spend_cap_pence: int | None = None
+) -> Terms:
     if plan is PlanName.trial:
         return Terms(plan, limits=STARTER_LIMITS)
     if plan is PlanName.starter:
@@ -104,8 +106,12 @@ def terms_for(plan: PlanName, *, contract: Contract | None = None, spend_cap_pen
         },
         limits=Limits(
             nodes=contract.max_nodes,
-            storage_bytes=None if contract.max_storage_gb is None else int(contract.max_storage_gb * GB_INT),
-            egress_bytes=None if contract.max_egress_gb is None else int(contract.max_egress_gb * GB_INT),
+            storage_bytes=None
+            if contract.max_storage_gb is None
+            else int(contract.max_storage_gb * GB_INT),
+            egress_bytes=None
+            if contract.max_egress_gb is None
+            else int(contract.max_egress_gb * GB_INT),
         ),
         spend_cap_pence=contract.spend_cap_pence,
         payment_terms_days=contract.payment_terms_days,

@@ -31,7 +31,10 @@ from services.settings import BillingSettings
 
 def _how_to_raise(terms: Terms) -> str:
     if terms.plan is PlanName.enterprise:
-        return "Ask your Hangar operator to raise it in your contract (`hangar contracts set TENANT ...`)."
+        return (
+            "Ask your Hangar operator to raise it in your contract "
+            "(`hangar contracts set TENANT ...`)."
+        )
     return (
         "Move to pay-as-you-go, which has no such limit, with `hangar billing plan payg` "
         "(or the operator: `hangar tenants plan TENANT payg`)."
@@ -40,10 +43,10 @@ def _how_to_raise(terms: Terms) -> str:
 
 def _blocked(state: Standing, terms: Terms) -> PaymentRequired:
     return PaymentRequired(
-        "The Starter trial has ended and no payment method is on file, so uploads, downloads and new "
-        "nodes are paused (nodes keep serving the models they hold). Add a card with "
-        "`hangar billing payment-method pm_...`, then choose a plan with `hangar billing plan starter` "
-        "or `hangar billing plan payg`.",
+        "The Starter trial has ended and no payment method is on file, so uploads, "
+        "downloads and new nodes are paused (nodes keep serving the models they hold). "
+        "Add a card with `hangar billing payment-method pm_...`, then choose a plan with "
+        "`hangar billing plan starter` or `hangar billing plan payg`.",
         detail={"limit": "trial_ended", "plan": terms.plan.value, "tenant": state.tenant.name},
     )
 
@@ -51,7 +54,9 @@ def _blocked(state: Standing, terms: Terms) -> PaymentRequired:
 async def active_nodes(session: AsyncSession, *, tenant_id: uuid.UUID) -> int:
     return int(
         await session.scalar(
-            select(func.count()).select_from(Node).where(Node.tenant_id == tenant_id, Node.revoked_at.is_(None))
+            select(func.count())
+            .select_from(Node)
+            .where(Node.tenant_id == tenant_id, Node.revoked_at.is_(None))
         )
         or 0
     )
@@ -73,13 +78,22 @@ async def egress_this_month(session: AsyncSession, *, tenant_id: uuid.UUID, now:
 async def month_usage_charges(session: AsyncSession, state: Standing, *, now: datetime) -> int:
     """What this month's usage lines come to so far, under the plans that have a cap."""
     period = Period.containing(now)
-    lines = (await rate_tenants(session, period=period, segments={state.tenant.id: state.segments}))[state.tenant.id]
+    lines = (
+        await rate_tenants(session, period=period, segments={state.tenant.id: state.segments})
+    )[state.tenant.id]
     capped = {s.terms.plan.value for s in state.segments if s.terms.spend_cap_pence is not None}
     return sum(line.amount_pence for line in lines if line.kind == "usage" and line.plan in capped)
 
 
 async def _check_spend(
-    session: AsyncSession, state: Standing, terms: Terms, *, now: datetime, meter: str, quantity: Decimal, what: str
+    session: AsyncSession,
+    state: Standing,
+    terms: Terms,
+    *,
+    now: datetime,
+    meter: str,
+    quantity: Decimal,
+    what: str,
 ) -> None:
     cap = terms.spend_cap_pence
     rate = terms.rates.get(meter)
@@ -90,12 +104,22 @@ async def _check_spend(
     if spent + adds <= cap and spent < cap:
         return
     period = Period.containing(now)
-    who = "your Hangar operator (in the contract)" if terms.plan is PlanName.enterprise else "`hangar billing cap AMOUNT`"
+    who = (
+        "your Hangar operator (in the contract)"
+        if terms.plan is PlanName.enterprise
+        else "`hangar billing cap AMOUNT`"
+    )
     raise PaymentRequired(
-        f"This tenant's monthly spend cap is {pounds(cap)}; usage in {period.label} comes to {pounds(spent)} "
+        f"This tenant's monthly spend cap is {pounds(cap)}; "
+        f"usage in {period.label} comes to {pounds(spent)} "
         f"and {what} would add about {pounds(adds)}. Raise or remove the cap with {who}, "
         f"or wait until the allowance resets on 1 {period.next().label}.",
-        detail={"limit": "spend_cap", "limit_pence": cap, "used_pence": spent, "requested_pence": adds},
+        detail={
+            "limit": "spend_cap",
+            "limit_pence": cap,
+            "used_pence": spent,
+            "requested_pence": adds,
+        },
     )
 
 
@@ -106,14 +130,18 @@ class Quotas:
         self.sessions = sessions
         self.settings = settings
 
-    async def _state(self, session: AsyncSession, tenant_id: uuid.UUID, now: datetime) -> tuple[Standing, Terms]:
+    async def _state(
+        self, session: AsyncSession, tenant_id: uuid.UUID, now: datetime
+    ) -> tuple[Standing, Terms]:
         state = await standing(session, tenant_id=tenant_id, trial_days=self.settings.trial_days)
         terms = state.at(now).terms
         if terms.blocked:
             raise _blocked(state, terms)
         return state, terms
 
-    async def check_upload_start(self, *, tenant_id: uuid.UUID, size: int | None, now: datetime | None = None) -> None:
+    async def check_upload_start(
+        self, *, tenant_id: uuid.UUID, size: int | None, now: datetime | None = None
+    ) -> None:
         await self._check_storage(tenant_id=tenant_id, adding=size or 0, now=now or utcnow())
 
     async def check_upload_complete(
@@ -128,7 +156,9 @@ class Quotas:
                 )
             )
         # The same bytes are stored (and billed) once: a re-push adds nothing.
-        await self._check_storage(tenant_id=tenant_id, adding=0 if stored else size, now=now or utcnow())
+        await self._check_storage(
+            tenant_id=tenant_id, adding=0 if stored else size, now=now or utcnow()
+        )
 
     async def _check_storage(self, *, tenant_id: uuid.UUID, adding: int, now: datetime) -> None:
         async with self.sessions() as session:
@@ -138,19 +168,32 @@ class Quotas:
                 current = await storage_bytes(session, tenant_id=tenant_id)
                 if current + adding > limit:
                     raise PaymentRequired(
-                        f"{terms.title} allows {format_gb(limit)} of stored models; this tenant stores "
-                        f"{format_gb(current)} and this upload adds {format_gb(adding)}. Delete versions "
-                        f"you no longer need (`hangar models rm`), or raise the limit. {_how_to_raise(terms)}",
-                        detail={"limit": "storage", "limit_bytes": limit, "used_bytes": current, "requested_bytes": adding},
+                        f"{terms.title} allows {format_gb(limit)} of stored models; "
+                        f"this tenant stores {format_gb(current)} and this upload adds "
+                        f"{format_gb(adding)}. Delete versions you no longer need "
+                        f"(`hangar models rm`), or raise the limit. {_how_to_raise(terms)}",
+                        detail={
+                            "limit": "storage",
+                            "limit_bytes": limit,
+                            "used_bytes": current,
+                            "requested_bytes": adding,
+                        },
                     )
             period = Period.containing(now)
             left = Decimal((period.end - now).total_seconds()) / Decimal(period.hours * 3600)
             await _check_spend(
-                session, state, terms, now=now, meter=STORAGE_SAMPLE,
-                quantity=Decimal(adding) / GB * left, what=f"storing this upload ({format_gb(adding)}) for the rest of the month",
+                session,
+                state,
+                terms,
+                now=now,
+                meter=STORAGE_SAMPLE,
+                quantity=Decimal(adding) / GB * left,
+                what=f"storing this upload ({format_gb(adding)}) for the rest of the month",
             )
 
-    async def check_download(self, *, tenant_id: uuid.UUID, nbytes: int, now: datetime | None = None) -> None:
+    async def check_download(
+        self, *, tenant_id: uuid.UUID, nbytes: int, now: datetime | None = None
+    ) -> None:
         now = now or utcnow()
         async with self.sessions() as session:
             state, terms = await self._state(session, tenant_id, now)
@@ -160,20 +203,35 @@ class Quotas:
                 if used + nbytes > limit:
                     period = Period.containing(now)
                     raise PaymentRequired(
-                        f"{terms.title} allows {format_gb(limit)} of downloads per month; this tenant has "
-                        f"downloaded {format_gb(used)} in {period.label} and this download is "
+                        f"{terms.title} allows {format_gb(limit)} of downloads per month; "
+                        f"this tenant has downloaded {format_gb(used)} in {period.label} "
+                        f"and this download is "
                         f"{format_gb(nbytes)}. The allowance resets on 1 {period.next().label}. "
                         f"{_how_to_raise(terms)}",
-                        detail={"limit": "egress", "limit_bytes": limit, "used_bytes": used, "requested_bytes": nbytes},
+                        detail={
+                            "limit": "egress",
+                            "limit_bytes": limit,
+                            "used_bytes": used,
+                            "requested_bytes": nbytes,
+                        },
                     )
             await _check_spend(
-                session, state, terms, now=now, meter=EGRESS, quantity=Decimal(nbytes) / GB,
+                session,
+                state,
+                terms,
+                now=now,
+                meter=EGRESS,
+                quantity=Decimal(nbytes) / GB,
                 what=f"this download ({format_gb(nbytes)})",
             )
 
 
 async def check_node_limit(
-    session: AsyncSession, *, tenant_id: uuid.UUID, trial_days: int = 30, now: datetime | None = None
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    trial_days: int = 30,
+    now: datetime | None = None,
 ) -> None:
     """Call inside the transaction that enrolls the node, before inserting it: the
     account row is locked until that transaction ends, so two enrollments racing for
@@ -188,15 +246,20 @@ async def check_node_limit(
         count = await active_nodes(session, tenant_id=tenant_id)
         if count + 1 > limit:
             raise PaymentRequired(
-                f"{terms.title} allows {limit} nodes; this tenant has {count}. Revoke a node you no longer "
-                f"use, or raise the limit. {_how_to_raise(terms)}",
+                f"{terms.title} allows {limit} nodes; this tenant has {count}. "
+                f"Revoke a node you no longer use, or raise the limit. {_how_to_raise(terms)}",
                 detail={"limit": "nodes", "limit_nodes": limit, "used_nodes": count},
             )
     period = Period.containing(now)
     days_left = Decimal((period.end - now).total_seconds()) / Decimal(86400)
     await _check_spend(
-        session, state, terms, now=now, meter=DEVICE_DAY,
-        quantity=days_left / period.days, what="another node for the rest of the month",
+        session,
+        state,
+        terms,
+        now=now,
+        meter=DEVICE_DAY,
+        quantity=days_left / period.days,
+        what="another node for the rest of the month",
     )
 
 
@@ -206,13 +269,22 @@ def _status(name: str, limit: int, used: int, unit: str) -> LimitStatus:
     return LimitStatus(name=name, limit=limit, used=used, unit=unit, percent=percent, level=level)
 
 
-async def limit_status(session: AsyncSession, state: Standing, *, now: datetime) -> list[LimitStatus]:
+async def limit_status(
+    session: AsyncSession, state: Standing, *, now: datetime
+) -> list[LimitStatus]:
     """Where the tenant stands against each limit of the plan in force now."""
     terms = state.at(now).terms
     out = []
     tenant_id = state.tenant.id
     if terms.limits.nodes is not None:
-        out.append(_status("nodes", terms.limits.nodes, await active_nodes(session, tenant_id=tenant_id), "nodes"))
+        out.append(
+            _status(
+                "nodes",
+                terms.limits.nodes,
+                await active_nodes(session, tenant_id=tenant_id),
+                "nodes",
+            )
+        )
     if terms.limits.storage_bytes is not None:
         used = await storage_bytes(session, tenant_id=tenant_id)
         out.append(_status("storage", terms.limits.storage_bytes, used, "bytes"))

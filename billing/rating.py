@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from billing.plans import METER_TITLES, UNITS, PlanName, Terms
 from billing.timeline import Segment
-from metering.meters import BILLED, DEVICE_DAY, EGRESS, GB, STORAGE_SAMPLE
+from metering.meters import BILLED, DEVICE_DAY, GB, STORAGE_SAMPLE
 from metering.periods import Period, day_start, next_midnight_at_or_after
 
 QUANTITY_PLACES = Decimal("0.000000001")
@@ -32,7 +32,11 @@ def to_pence(amount: Decimal) -> int:
 def pounds(pence: int | Decimal) -> str:
     sign = "-" if pence < 0 else ""
     value = abs(Decimal(pence)) / 100
-    return f"{sign}£{value:,.2f}" if value == value.quantize(Decimal("0.01")) else f"{sign}£{value:,.4f}"
+    return (
+        f"{sign}£{value:,.2f}"
+        if value == value.quantize(Decimal("0.01"))
+        else f"{sign}£{value:,.4f}"
+    )
 
 
 @dataclass
@@ -68,7 +72,9 @@ def windows(period: Period, segments: list[Segment]) -> list[Window]:
     for seg in segments:
         # The first segment also owns earlier usage of its own month (backfilled
         # imports), never usage of months before the tenant existed.
-        lo = max(Period.containing(seg.starts_at).start if seg.first else seg.starts_at, period.start)
+        lo = max(
+            Period.containing(seg.starts_at).start if seg.first else seg.starts_at, period.start
+        )
         hi = min(seg.ends_at or period.end, period.end)
         if lo >= hi:
             continue
@@ -90,25 +96,40 @@ def _days_label(window: Window, period: Period) -> str:
 
 def _fee_line(window: Window, period: Period) -> RatedLine | None:
     terms = window.segment.terms
-    common = dict(plan=terms.plan.value, meter=None, usage_from=window.usage_from, usage_to=window.usage_to)
+    common = dict(
+        plan=terms.plan.value, meter=None, usage_from=window.usage_from, usage_to=window.usage_to
+    )
     if terms.plan is PlanName.trial:
         return RatedLine(
-            kind="trial", description=f"Starter trial, {_days_label(window, period)}, free",
-            quantity=Decimal(window.days), unit="day", unit_price_pence=Decimal(0), amount_pence=0, **common,
+            kind="trial",
+            description=f"Starter trial, {_days_label(window, period)}, free",
+            quantity=Decimal(window.days),
+            unit="day",
+            unit_price_pence=Decimal(0),
+            amount_pence=0,
+            **common,
         )
     if not terms.monthly_fee_pence:
         return None
     if window.days == period.days:
         return RatedLine(
-            kind="flat_fee", description=f"{terms.title} plan, {period.label}",
-            quantity=Decimal(1), unit="month", unit_price_pence=terms.monthly_fee_pence,
-            amount_pence=to_pence(terms.monthly_fee_pence), **common,
+            kind="flat_fee",
+            description=f"{terms.title} plan, {period.label}",
+            quantity=Decimal(1),
+            unit="month",
+            unit_price_pence=terms.monthly_fee_pence,
+            amount_pence=to_pence(terms.monthly_fee_pence),
+            **common,
         )
     share = CONTEXT.divide(Decimal(window.days), Decimal(period.days))
     return RatedLine(
-        kind="proration", description=f"{terms.title} plan, {_days_label(window, period)}",
-        quantity=share.quantize(QUANTITY_PLACES), unit="month", unit_price_pence=terms.monthly_fee_pence,
-        amount_pence=to_pence(CONTEXT.multiply(terms.monthly_fee_pence, share)), **common,
+        kind="proration",
+        description=f"{terms.title} plan, {_days_label(window, period)}",
+        quantity=share.quantize(QUANTITY_PLACES),
+        unit="month",
+        unit_price_pence=terms.monthly_fee_pence,
+        amount_pence=to_pence(CONTEXT.multiply(terms.monthly_fee_pence, share)),
+        **common,
     )
 
 
@@ -120,32 +141,47 @@ def quantity_of(meter: str, total: int, period: Period) -> Decimal:
     return CONTEXT.divide(Decimal(total), GB)
 
 
-def _usage_line(window: Window, period: Period, meter: str, total: int, events: int) -> RatedLine | None:
+def _usage_line(
+    window: Window, period: Period, meter: str, total: int, events: int
+) -> RatedLine | None:
     terms: Terms = window.segment.terms
     quantity = quantity_of(meter, total, period)
     rate = terms.rates.get(meter)
     title = f"{METER_TITLES[meter]} ({terms.title}), {_days_label(window, period)}"
     common = dict(
-        kind="usage", plan=terms.plan.value, meter=meter, unit=UNITS[meter],
-        usage_from=window.usage_from, usage_to=window.usage_to, usage_events=events, usage_total=total,
+        kind="usage",
+        plan=terms.plan.value,
+        meter=meter,
+        unit=UNITS[meter],
+        usage_from=window.usage_from,
+        usage_to=window.usage_to,
+        usage_events=events,
+        usage_total=total,
     )
     if rate is None:
         if not events:
             return None
         note = "not charged" if terms.blocked or terms.plan is PlanName.enterprise else "included"
         return RatedLine(
-            description=f"{title}, {note}", quantity=quantity.quantize(QUANTITY_PLACES),
-            unit_price_pence=Decimal(0), amount_pence=0, **common,
+            description=f"{title}, {note}",
+            quantity=quantity.quantize(QUANTITY_PLACES),
+            unit_price_pence=Decimal(0),
+            amount_pence=0,
+            **common,
         )
     included = CONTEXT.divide(
-        CONTEXT.multiply(terms.included.get(meter, Decimal(0)), Decimal(window.days)), Decimal(period.days)
+        CONTEXT.multiply(terms.included.get(meter, Decimal(0)), Decimal(window.days)),
+        Decimal(period.days),
     )
     billable = max(Decimal(0), quantity - included)
     if included:
         title += f", {included.quantize(Decimal('0.01'))} {UNITS[meter]} included"
     return RatedLine(
-        description=title, quantity=billable.quantize(QUANTITY_PLACES), unit_price_pence=rate,
-        amount_pence=to_pence(CONTEXT.multiply(billable, rate)), **common,
+        description=title,
+        quantity=billable.quantize(QUANTITY_PLACES),
+        unit_price_pence=rate,
+        amount_pence=to_pence(CONTEXT.multiply(billable, rate)),
+        **common,
     )
 
 
@@ -159,14 +195,22 @@ def _cap_line(lines: list[RatedLine], windows_: list[Window], period: Period) ->
     if usage <= cap:
         return None
     return RatedLine(
-        kind="spend_cap", plan=capped[-1].segment.terms.plan.value,
+        kind="spend_cap",
+        plan=capped[-1].segment.terms.plan.value,
         description=f"Monthly spend cap {pounds(cap)} (usage charges were {pounds(usage)})",
-        meter=None, quantity=Decimal(1), unit="month", unit_price_pence=Decimal(cap - usage),
-        amount_pence=cap - usage, usage_from=period.start, usage_to=period.end,
+        meter=None,
+        quantity=Decimal(1),
+        unit="month",
+        unit_price_pence=Decimal(cap - usage),
+        amount_pence=cap - usage,
+        usage_from=period.start,
+        usage_to=period.end,
     )
 
 
-def rate(period: Period, segments: list[Segment], usage: dict[tuple[int, str], tuple[int, int]]) -> list[RatedLine]:
+def rate(
+    period: Period, segments: list[Segment], usage: dict[tuple[int, str], tuple[int, int]]
+) -> list[RatedLine]:
     """``usage`` maps (index of the window in ``windows(period, segments)``, meter) to
     (sum of quantities, number of events) of the usage inside that window."""
     lines: list[RatedLine] = []
@@ -184,4 +228,3 @@ def rate(period: Period, segments: list[Segment], usage: dict[tuple[int, str], t
     if cap:
         lines.append(cap)
     return lines
-

@@ -152,9 +152,3 @@ class ContractOut(ContractIn):
 class CreditNoteIn(BaseModel):
     amount_pence: int = Field(gt=0)
     reason: str = Field(min_length=3, max_length=1000)
-
-
-class CloseReport(BaseModel):
-    period: str
-    invoices: int
-    numbers: list[str]

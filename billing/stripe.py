@@ -51,7 +51,11 @@ def form(params: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
             out += form(value, name)
         elif isinstance(value, list | tuple):
             for i, item in enumerate(value):
-                out += form(item, f"{name}[{i}]") if isinstance(item, dict) else [(f"{name}[{i}]", str(item))]
+                out += (
+                    form(item, f"{name}[{i}]")
+                    if isinstance(item, dict)
+                    else [(f"{name}[{i}]", str(item))]
+                )
         elif isinstance(value, bool):
             out.append((name, "true" if value else "false"))
         else:
@@ -60,7 +64,9 @@ def form(params: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 
 
 class StripeClient:
-    def __init__(self, settings: StripeSettings, *, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, settings: StripeSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ):
         self.settings = settings
         self._http: httpx.AsyncClient | None = None
         self._transport = transport
@@ -88,13 +94,17 @@ class StripeClient:
     async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self._request("GET", path, params=params or {}, key=None)
 
-    async def post(self, path: str, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+    async def post(
+        self, path: str, params: dict[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
         return await self._request("POST", path, params=params, key=idempotency_key)
 
     async def delete(self, path: str) -> dict[str, Any]:
         return await self._request("DELETE", path, params={}, key=None)
 
-    async def _request(self, method: str, path: str, *, params: dict[str, Any], key: str | None) -> dict[str, Any]:
+    async def _request(
+        self, method: str, path: str, *, params: dict[str, Any], key: str | None
+    ) -> dict[str, Any]:
         headers = {"Idempotency-Key": key} if key else {}
         encoded = form(params)
         attempts = self.settings.max_retries + 1
@@ -107,10 +117,14 @@ class StripeClient:
                     resp = await self._client().request(method, path, params=encoded)
             except _NOT_SENT as exc:
                 if last:
-                    raise StripeUnavailable(f"cannot reach Stripe at {self.settings.api_base}: {exc}") from exc
+                    raise StripeUnavailable(
+                        f"cannot reach Stripe at {self.settings.api_base}: {exc}"
+                    ) from exc
             except httpx.TransportError as exc:
                 if method == "POST":
-                    raise StripeUncertain(f"{method} {path}: the answer was lost ({exc!r})") from exc
+                    raise StripeUncertain(
+                        f"{method} {path}: the answer was lost ({exc!r})"
+                    ) from exc
                 if last:
                     raise StripeUnavailable(f"{method} {path} failed: {exc!r}") from exc
             else:
@@ -119,7 +133,9 @@ class StripeClient:
                 if resp.status_code < 500 and resp.status_code != 429:
                     raise _error(resp)
                 if last:
-                    raise StripeUnavailable(f"{method} {path}: Stripe answered {resp.status_code} {attempts} times")
+                    raise StripeUnavailable(
+                        f"{method} {path}: Stripe answered {resp.status_code} {attempts} times"
+                    )
             delay = self.settings.backoff_seconds * 2**attempt
             log.info("stripe %s %s failed; retrying in %.1fs", method, path, delay)
             await asyncio.sleep(delay)

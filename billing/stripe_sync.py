@@ -51,7 +51,9 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 class StripeSync:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], client: StripeClient, now: datetime):
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], client: StripeClient, now: datetime
+    ):
         self.sessions = sessions
         self.client = client
         self.now = now
@@ -74,8 +76,16 @@ class StripeSync:
         async with transaction(self.sessions) as session:
             await session.execute(
                 insert(StripeRequest)
-                .values(key=key, tenant_id=tenant_id, sent_at=self.now, stripe_id=stripe_id, done_at=self.now)
-                .on_conflict_do_update(index_elements=["key"], set_={"stripe_id": stripe_id, "done_at": self.now})
+                .values(
+                    key=key,
+                    tenant_id=tenant_id,
+                    sent_at=self.now,
+                    stripe_id=stripe_id,
+                    done_at=self.now,
+                )
+                .on_conflict_do_update(
+                    index_elements=["key"], set_={"stripe_id": stripe_id, "done_at": self.now}
+                )
             )
 
     async def _once(
@@ -138,7 +148,9 @@ class StripeSync:
         )
         async with transaction(self.sessions) as session:
             await session.execute(
-                update(BillingAccount).where(BillingAccount.tenant_id == tenant.id).values(stripe_customer_id=customer)
+                update(BillingAccount)
+                .where(BillingAccount.tenant_id == tenant.id)
+                .values(stripe_customer_id=customer)
             )
         return customer
 
@@ -151,26 +163,39 @@ class StripeSync:
             await self._push_void(invoice, tenant)
             return
         customer = await self.ensure_customer(tenant)
-        stripe_invoice = invoice.stripe_invoice_id or await self._create_invoice(invoice, tenant, customer)
+        stripe_invoice = invoice.stripe_invoice_id or await self._create_invoice(
+            invoice, tenant, customer
+        )
         if not account.payment_method:
             # Adding a payment method brings this forward (``payments.set_payment_method``).
             await self._set_invoice(
                 invoice.id,
-                stripe_error="no payment method on file: the Stripe invoice stays a draft until one is added",
+                stripe_error=(
+                    "no payment method on file: the Stripe invoice stays a draft until one is added"
+                ),
                 stripe_next_attempt_at=self.now + timedelta(days=1),
             )
             return
         try:
             await self._once(
-                key=f"hangar:pay:{invoice.id}", tenant_id=tenant.id, path=f"/v1/invoices/{stripe_invoice}/pay",
-                params={}, tag=False, find=lambda key: self._pay_applied(stripe_invoice),
+                key=f"hangar:pay:{invoice.id}",
+                tenant_id=tenant.id,
+                path=f"/v1/invoices/{stripe_invoice}/pay",
+                params={},
+                tag=False,
+                find=lambda key: self._pay_applied(stripe_invoice),
             )
         except StripeError as exc:
             if exc.status != 402:
                 raise
             # The card was declined: Stripe's own dunning takes over; do not charge again.
             await self._mark_done(f"hangar:pay:{invoice.id}", tenant.id, stripe_invoice)
-            await self._set_invoice(invoice.id, status="payment_failed", stripe_state="collected", stripe_error=exc.message)
+            await self._set_invoice(
+                invoice.id,
+                status="payment_failed",
+                stripe_state="collected",
+                stripe_error=exc.message,
+            )
             return
         collected = await self.client.get(f"/v1/invoices/{stripe_invoice}")
         values: dict[str, Any] = {"stripe_state": "collected", "stripe_error": None}
@@ -180,7 +205,9 @@ class StripeSync:
             values.update(status="payment_failed", stripe_error=failure)
         async with transaction(self.sessions) as session:
             await session.execute(
-                update(Invoice).where(Invoice.id == invoice.id, Invoice.status != "void").values(**values)
+                update(Invoice)
+                .where(Invoice.id == invoice.id, Invoice.status != "void")
+                .values(**values)
             )
 
     async def _create_invoice(self, invoice: Invoice, tenant: Tenant, customer: str) -> str:
@@ -195,15 +222,25 @@ class StripeSync:
         find_item = lambda key: self._find_by_key("/v1/invoiceitems", {"customer": customer}, key)  # noqa: E731
         for line in lines:
             await self._once(
-                key=f"hangar:line:{line.id}", tenant_id=tenant.id, path="/v1/invoiceitems", find=find_item,
+                key=f"hangar:line:{line.id}",
+                tenant_id=tenant.id,
+                path="/v1/invoiceitems",
+                find=find_item,
                 params={
-                    "customer": customer, "amount": line.amount_pence, "currency": invoice.currency,
+                    "customer": customer,
+                    "amount": line.amount_pence,
+                    "currency": invoice.currency,
                     "description": f"{invoice.number} · {line.description}",
-                    "metadata": {"hangar_invoice_id": str(invoice.id), "hangar_line": str(line.position)},
+                    "metadata": {
+                        "hangar_invoice_id": str(invoice.id),
+                        "hangar_line": str(line.position),
+                    },
                 },
             )
         stripe_invoice = await self._once(
-            key=f"hangar:invoice:{invoice.id}", tenant_id=tenant.id, path="/v1/invoices",
+            key=f"hangar:invoice:{invoice.id}",
+            tenant_id=tenant.id,
+            path="/v1/invoices",
             find=lambda key: self._find_by_key("/v1/invoices", {"customer": customer}, key),
             params={
                 "customer": customer,
@@ -217,10 +254,14 @@ class StripeSync:
         if created.get("subtotal") != invoice.total_pence:
             # Never charge an amount finance cannot reconcile; stop and say why.
             raise StripeError(
-                409, f"Stripe invoice {stripe_invoice} totals {created.get('subtotal')} but {invoice.number} "
-                f"totals {invoice.total_pence} pence; check the customer's pending invoice items",
+                409,
+                f"Stripe invoice {stripe_invoice} totals {created.get('subtotal')} but "
+                f"{invoice.number} totals {invoice.total_pence} pence; "
+                "check the customer's pending invoice items",
             )
-        await self._set_invoice(invoice.id, stripe_invoice_id=stripe_invoice, stripe_state="invoiced")
+        await self._set_invoice(
+            invoice.id, stripe_invoice_id=stripe_invoice, stripe_state="invoiced"
+        )
         return stripe_invoice
 
     async def _payment_failure(self, stripe_invoice: dict[str, Any]) -> str | None:
@@ -247,12 +288,18 @@ class StripeSync:
                 await self.client.delete(f"/v1/invoices/{sid}")
             elif status != "void":
                 await self._once(
-                    key=f"hangar:void:{invoice.id}", tenant_id=tenant.id, path=f"/v1/invoices/{sid}/void",
-                    params={}, tag=False, find=lambda key: self._void_applied(sid),
+                    key=f"hangar:void:{invoice.id}",
+                    tenant_id=tenant.id,
+                    path=f"/v1/invoices/{sid}/void",
+                    params={},
+                    tag=False,
+                    find=lambda key: self._void_applied(sid),
                 )
         else:  # items may be pending on the customer: remove them, or the next invoice takes them
             async with self.sessions() as session:
-                line_ids = await session.scalars(select(InvoiceLine.id).where(InvoiceLine.invoice_id == invoice.id))
+                line_ids = await session.scalars(
+                    select(InvoiceLine.id).where(InvoiceLine.invoice_id == invoice.id)
+                )
                 keys = [f"hangar:line:{line_id}" for line_id in line_ids]
                 items = list(
                     await session.scalars(
@@ -270,12 +317,15 @@ class StripeSync:
         await self._set_invoice(invoice.id, stripe_state="voided", stripe_error=None)
 
     async def _void_applied(self, sid: str) -> str | None:
-        return sid if (await self.client.get(f"/v1/invoices/{sid}")).get("status") == "void" else None
+        return (
+            sid if (await self.client.get(f"/v1/invoices/{sid}")).get("status") == "void" else None
+        )
 
 
 def _needs_push():
     return or_(
-        (Invoice.status.in_(("open", "payment_failed"))) & (Invoice.stripe_state.in_(("none", "invoiced"))),
+        (Invoice.status.in_(("open", "payment_failed")))
+        & (Invoice.stripe_state.in_(("none", "invoiced"))),
         (Invoice.status == "void") & (Invoice.stripe_state.not_in(("voided", "skipped"))),
     )
 
@@ -302,7 +352,12 @@ async def sync_invoices(
                 .join(Tenant, Tenant.id == Invoice.tenant_id)
                 .join(BillingAccount, BillingAccount.tenant_id == Invoice.tenant_id)
                 .where(_needs_push())
-                .where(or_(Invoice.stripe_next_attempt_at.is_(None), Invoice.stripe_next_attempt_at <= now))
+                .where(
+                    or_(
+                        Invoice.stripe_next_attempt_at.is_(None),
+                        Invoice.stripe_next_attempt_at <= now,
+                    )
+                )
                 .where(Invoice.tenant_id == tenant_id if tenant_id else true())
                 .order_by(Invoice.number)
                 .limit(limit)
@@ -323,7 +378,9 @@ async def sync_invoices(
             log.warning("stripe sync of %s failed: %s", invoice.number, exc)
             attempts = invoice.stripe_attempts + 1
             await sync._set_invoice(
-                invoice.id, stripe_error=str(exc), stripe_attempts=attempts,
+                invoice.id,
+                stripe_error=str(exc),
+                stripe_attempts=attempts,
                 stripe_next_attempt_at=now + retry_delay(attempts),
             )
             if isinstance(exc, StripeUnavailable):

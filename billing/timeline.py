@@ -24,7 +24,9 @@ class Segment:
     period_id: object = None
 
     def covers(self, moment: datetime) -> bool:
-        return (self.first or moment >= self.starts_at) and (self.ends_at is None or moment < self.ends_at)
+        return (self.first or moment >= self.starts_at) and (
+            self.ends_at is None or moment < self.ends_at
+        )
 
 
 def after_trial(account: BillingAccount) -> PlanName:
@@ -40,11 +42,15 @@ def build(
         ends = periods[i + 1].starts_at if i + 1 < len(periods) else None
         plan = PlanName(period.plan)
         terms = terms_for(
-            plan, contract=contracts.get(period.contract_id), spend_cap_pence=account.spend_cap_pence
+            plan,
+            contract=contracts.get(period.contract_id),
+            spend_cap_pence=account.spend_cap_pence,
         )
         trial_end = period.trial_ends_at
         if plan is PlanName.trial and trial_end is not None and (ends is None or trial_end < ends):
-            segments.append(Segment(terms, period.starts_at, trial_end, first=i == 0, period_id=period.id))
+            segments.append(
+                Segment(terms, period.starts_at, trial_end, first=i == 0, period_id=period.id)
+            )
             segments.append(Segment(terms_for(after_trial(account)), trial_end, ends))
             continue
         segments.append(Segment(terms, period.starts_at, ends, first=i == 0, period_id=period.id))

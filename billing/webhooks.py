@@ -23,14 +23,20 @@ from services.errors import BadRequest, Unavailable
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    digest = hmac.new(
+        secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256
+    ).hexdigest()
     return f"t={timestamp},v1={digest}"
 
 
-def verify(payload: bytes, header: str | None, *, secret: str, now: datetime, tolerance_seconds: int) -> dict[str, Any]:
+def verify(
+    payload: bytes, header: str | None, *, secret: str, now: datetime, tolerance_seconds: int
+) -> dict[str, Any]:
     """The parsed event, or a 400 that says what is wrong with the request."""
     if not secret:
-        raise Unavailable("Stripe webhooks are not configured on this server (HANGAR_STRIPE_WEBHOOK_SECRET)")
+        raise Unavailable(
+            "Stripe webhooks are not configured on this server (HANGAR_STRIPE_WEBHOOK_SECRET)"
+        )
     if not header:
         raise BadRequest("missing Stripe-Signature header")
     parts = [item.split("=", 1) for item in header.split(",") if "=" in item]
@@ -41,14 +47,23 @@ def verify(payload: bytes, header: str | None, *, secret: str, now: datetime, to
     timestamp = int(timestamps[0])
     expected = sign(payload, secret, timestamp).split("v1=", 1)[1]
     if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
-        raise BadRequest("Stripe signature does not match the payload; check HANGAR_STRIPE_WEBHOOK_SECRET")
+        raise BadRequest(
+            "Stripe signature does not match the payload; check HANGAR_STRIPE_WEBHOOK_SECRET"
+        )
     if abs(now.timestamp() - timestamp) > tolerance_seconds:
-        raise BadRequest(f"Stripe signature timestamp is more than {tolerance_seconds}s from server time (replay?)")
+        raise BadRequest(
+            f"Stripe signature timestamp is more than {tolerance_seconds}s from server time "
+            "(a replay, or a clock that is off)"
+        )
     try:
         event = json.loads(payload)
     except ValueError:
         raise BadRequest("the webhook body is not JSON") from None
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
+    ):
         raise BadRequest("the webhook body is not a Stripe event (no id or type)")
     return event
 
@@ -61,7 +76,9 @@ async def _our_invoice(session: AsyncSession, obj: dict[str, Any]) -> Invoice | 
         except ValueError:
             return None
     if obj.get("id"):
-        return await session.scalar(select(Invoice).where(Invoice.stripe_invoice_id == obj["id"]).with_for_update())
+        return await session.scalar(
+            select(Invoice).where(Invoice.stripe_invoice_id == obj["id"]).with_for_update()
+        )
     return None
 
 
@@ -95,7 +112,9 @@ async def apply_event(session: AsyncSession, *, event: dict[str, Any], now: date
     if kind == "customer.updated":
         method = (obj.get("invoice_settings") or {}).get("default_payment_method")
         account = await session.scalar(
-            select(BillingAccount).where(BillingAccount.stripe_customer_id == obj.get("id")).with_for_update()
+            select(BillingAccount)
+            .where(BillingAccount.stripe_customer_id == obj.get("id"))
+            .with_for_update()
         )
         if account is None:
             return "not a Hangar customer"

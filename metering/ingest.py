@@ -21,7 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from metering.meters import METERS
 from services.errors import BadRequest
 
-FIELDS = ("tenant_id", "id", "meter", "quantity", "occurred_at", "node_id", "model_version_id", "attrs")
+FIELDS = (
+    "tenant_id",
+    "id",
+    "meter",
+    "quantity",
+    "occurred_at",
+    "node_id",
+    "model_version_id",
+    "attrs",
+)
 MAX_QUANTITY = 2**63 - 1
 MAX_ERRORS = 20
 
@@ -63,15 +72,21 @@ def _uuid(raw: Any, name: str, *, required: bool) -> uuid.UUID | None:
 
 def _time(raw: Any, now: datetime) -> datetime:
     if not isinstance(raw, str):
-        raise _Invalid("occurred_at", f"must be an ISO 8601 time such as 2026-04-03T10:00:00Z, got {raw!r}")
+        raise _Invalid(
+            "occurred_at", f"must be an ISO 8601 time such as 2026-04-03T10:00:00Z, got {raw!r}"
+        )
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise _Invalid("occurred_at", f"{raw!r} is not an ISO 8601 time such as 2026-04-03T10:00:00Z") from None
+        raise _Invalid(
+            "occurred_at", f"{raw!r} is not an ISO 8601 time such as 2026-04-03T10:00:00Z"
+        ) from None
     if moment.tzinfo is None:
         raise _Invalid("occurred_at", f"{raw!r} has no UTC offset; add 'Z' or '+00:00'")
     if moment > now:
-        raise _Invalid("occurred_at", f"{raw!r} is in the future (server time is {now.isoformat()})")
+        raise _Invalid(
+            "occurred_at", f"{raw!r} is in the future (server time is {now.isoformat()})"
+        )
     return moment
 
 
@@ -95,7 +110,9 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
         raise _Invalid("meter", f"{meter!r} is not a meter; use one of {', '.join(METERS)}")
     quantity = raw.get("quantity")
     if type(quantity) is not int:
-        raise _Invalid("quantity", f"must be a whole number (bytes, device-days or a count), got {quantity!r}")
+        raise _Invalid(
+            "quantity", f"must be a whole number (bytes, device-days or a count), got {quantity!r}"
+        )
     if quantity < 0:
         raise _Invalid("quantity", f"must not be negative, got {quantity}")
     if quantity > MAX_QUANTITY:
@@ -117,7 +134,12 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
 
 
 def event_error(index: int, event_id: Any, field_name: str, problem: str) -> dict[str, Any]:
-    return {"index": index, "id": event_id if isinstance(event_id, str) else None, "field": field_name, "problem": problem}
+    return {
+        "index": index,
+        "id": event_id if isinstance(event_id, str) else None,
+        "field": field_name,
+        "problem": problem,
+    }
 
 
 def refuse(errors: list[dict[str, Any]]) -> BadRequest:
@@ -139,7 +161,9 @@ def parse_events(payload: Any, *, now: datetime, max_events: int) -> EventColumn
     if not events:
         raise BadRequest("the batch is empty: send at least one event")
     if len(events) > max_events:
-        raise BadRequest(f"the batch has {len(events)} events; send at most {max_events} per request")
+        raise BadRequest(
+            f"the batch has {len(events)} events; send at most {max_events} per request"
+        )
     cols = EventColumns()
     errors: list[dict[str, Any]] = []
     tenants: dict[Any, uuid.UUID] = {}
@@ -159,7 +183,8 @@ def parse_events(payload: Any, *, now: datetime, max_events: int) -> EventColumn
 _INSERT = text(
     """
     insert into usage_events
-        (tenant_id, event_id, meter, quantity, occurred_at, node_id, model_version_id, attrs, created_at)
+        (tenant_id, event_id, meter, quantity, occurred_at, node_id, model_version_id, attrs,
+         created_at)
     select u.t, u.e, u.m, u.q, u.o, u.n, u.v, u.a::jsonb, now()
     from unnest(
         cast(:t as uuid[]), cast(:e as text[]), cast(:m as text[]), cast(:q as bigint[]),
@@ -175,8 +200,14 @@ async def insert_events(session: AsyncSession, cols: EventColumns) -> int:
     result = await session.execute(
         _INSERT,
         {
-            "t": cols.tenant_ids, "e": cols.event_ids, "m": cols.meters, "q": cols.quantities,
-            "o": cols.occurred_at, "n": cols.node_ids, "v": cols.version_ids, "a": cols.attrs,
+            "t": cols.tenant_ids,
+            "e": cols.event_ids,
+            "m": cols.meters,
+            "q": cols.quantities,
+            "o": cols.occurred_at,
+            "n": cols.node_ids,
+            "v": cols.version_ids,
+            "a": cols.attrs,
         },
     )
     return result.rowcount

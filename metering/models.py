@@ -18,9 +18,13 @@ class UsageEvent(CreatedAt, Base):
     unique index on every insert, and bulk imports are dominated by index upkeep."""
 
     __tablename__ = "usage_events"
-    __table_args__ = (Index("ix_usage_events_tenant_meter_time", "tenant_id", "meter", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_usage_events_tenant_meter_time", "tenant_id", "meter", "occurred_at"),
+    )
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     meter: Mapped[str] = mapped_column(String(32))
     # Bytes for egress and storage samples, 1 for a device-day, tokens for inference.

@@ -21,7 +21,11 @@ PLACES = Decimal("0.000001")
 
 
 def _in(tenant_id: uuid.UUID, start: datetime, end: datetime):
-    return (UsageEvent.tenant_id == tenant_id, UsageEvent.occurred_at >= start, UsageEvent.occurred_at < end)
+    return (
+        UsageEvent.tenant_id == tenant_id,
+        UsageEvent.occurred_at >= start,
+        UsageEvent.occurred_at < end,
+    )
 
 
 async def meter_sums(
@@ -36,7 +40,9 @@ async def meter_sums(
     return {meter: (int(total), int(count)) for meter, total, count in rows}
 
 
-async def usage_report(session: AsyncSession, *, tenant_id: uuid.UUID, period: Period) -> UsageReport:
+async def usage_report(
+    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period
+) -> UsageReport:
     start, end = period.start, period.end
     sums = await meter_sums(session, tenant_id=tenant_id, start=start, end=end)
     device_days, _ = sums.get(DEVICE_DAY, (0, 0))
@@ -62,7 +68,9 @@ async def usage_report(session: AsyncSession, *, tenant_id: uuid.UUID, period: P
     )
 
 
-async def _daily(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime) -> list[DailyUsage]:
+async def _daily(
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime
+) -> list[DailyUsage]:
     day = cast(func.timezone("UTC", UsageEvent.occurred_at), Date).label("day")
     rows = await session.execute(
         select(day, UsageEvent.meter, func.sum(UsageEvent.quantity), func.count())
@@ -80,7 +88,9 @@ async def _daily(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, e
             DailyUsage(
                 date=when,
                 device_days=meters.get(DEVICE_DAY, (0, 0))[0],
-                storage_gb=(Decimal(storage) / GB / samples).quantize(PLACES) if samples else Decimal(0),
+                storage_gb=(Decimal(storage) / GB / samples).quantize(PLACES)
+                if samples
+                else Decimal(0),
                 egress_bytes=meters.get(EGRESS, (0, 0))[0],
                 inference=meters.get(INFERENCE, (0, 0))[0],
             )
@@ -88,7 +98,9 @@ async def _daily(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, e
     return out
 
 
-async def _egress_by_node(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime) -> list[EgressByNode]:
+async def _egress_by_node(
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime
+) -> list[EgressByNode]:
     rows = await session.execute(
         select(UsageEvent.node_id, Node.name, func.sum(UsageEvent.quantity).label("total"))
         .outerjoin(Node, Node.id == UsageEvent.node_id)
@@ -96,13 +108,22 @@ async def _egress_by_node(session: AsyncSession, tenant_id: uuid.UUID, start: da
         .group_by(UsageEvent.node_id, Node.name)
         .order_by(func.sum(UsageEvent.quantity).desc())
     )
-    return [EgressByNode(node_id=node_id, node=name, bytes=int(total)) for node_id, name, total in rows]
+    return [
+        EgressByNode(node_id=node_id, node=name, bytes=int(total)) for node_id, name, total in rows
+    ]
 
 
-async def _egress_by_version(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime) -> list[EgressByVersion]:
+async def _egress_by_version(
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime
+) -> list[EgressByVersion]:
     # Outer joins: a deleted version's egress is still billed and still listed, by id.
     rows = await session.execute(
-        select(UsageEvent.model_version_id, Model.name, ModelVersion.number, func.sum(UsageEvent.quantity))
+        select(
+            UsageEvent.model_version_id,
+            Model.name,
+            ModelVersion.number,
+            func.sum(UsageEvent.quantity),
+        )
         .outerjoin(ModelVersion, ModelVersion.id == UsageEvent.model_version_id)
         .outerjoin(Model, Model.id == ModelVersion.model_id)
         .where(*_in(tenant_id, start, end), UsageEvent.meter == EGRESS)

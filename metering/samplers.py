@@ -17,12 +17,15 @@ from metering.periods import day_start, hour_start
 
 _DEVICE_DAYS = text(
     """
-    insert into usage_events (tenant_id, event_id, meter, quantity, occurred_at, node_id, attrs, created_at)
+    insert into usage_events
+        (tenant_id, event_id, meter, quantity, occurred_at, node_id, attrs, created_at)
     select n.tenant_id,
            'device_day:' || n.id || ':' || to_char(d at time zone 'UTC', 'YYYY-MM-DD'),
            'device_day', 1, d, n.id, '{}'::jsonb, now()
     from nodes n
-    cross join generate_series(cast(:first as timestamptz), cast(:last as timestamptz), interval '1 day') as d
+    cross join generate_series(
+        cast(:first as timestamptz), cast(:last as timestamptz), interval '1 day'
+    ) as d
     where n.enrolled_at < d + interval '1 day'
       and (n.revoked_at is null or n.revoked_at > d)
     on conflict (tenant_id, event_id) do nothing
@@ -50,7 +53,9 @@ class SampleReport:
     covering: str
 
 
-async def count_device_days(session: AsyncSession, *, now: datetime, lookback_days: int) -> SampleReport:
+async def count_device_days(
+    session: AsyncSession, *, now: datetime, lookback_days: int
+) -> SampleReport:
     """One ``device_day`` per node per UTC day on which it was enrolled and not revoked,
     for today and the ``lookback_days`` before it. Today is counted at once because a
     node active at any moment of a day counts for that day."""

@@ -11,7 +11,9 @@ from typing import Protocol
 class Quota(Protocol):
     async def check_upload_start(self, *, tenant_id: uuid.UUID, size: int | None) -> None: ...
 
-    async def check_upload_complete(self, *, tenant_id: uuid.UUID, digest: str | None, size: int) -> None: ...
+    async def check_upload_complete(
+        self, *, tenant_id: uuid.UUID, digest: str | None, size: int
+    ) -> None: ...
 
     async def check_download(self, *, tenant_id: uuid.UUID, nbytes: int) -> None: ...
 
@@ -22,7 +24,9 @@ class NoQuota:
     async def check_upload_start(self, *, tenant_id: uuid.UUID, size: int | None) -> None:
         return None
 
-    async def check_upload_complete(self, *, tenant_id: uuid.UUID, digest: str | None, size: int) -> None:
+    async def check_upload_complete(
+        self, *, tenant_id: uuid.UUID, digest: str | None, size: int
+    ) -> None:
         return None
 
     async def check_download(self, *, tenant_id: uuid.UUID, nbytes: int) -> None:

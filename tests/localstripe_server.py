@@ -31,8 +31,13 @@ def _one_off_invoices(resources) -> None:
             if unexpected:
                 raise resources.UserError(400, "Unexpected " + ", ".join(sorted(unexpected)))
             return cls(customer=customer, **data)
-        return original(cls, customer=customer, subscription=subscription,
-                        pending_invoice_items_behavior=pending_invoice_items_behavior, **data)
+        return original(
+            cls,
+            customer=customer,
+            subscription=subscription,
+            pending_invoice_items_behavior=pending_invoice_items_behavior,
+            **data,
+        )
 
     resources.Invoice._api_create = classmethod(create)
 
@@ -55,7 +60,8 @@ class LocalStripe:
     def start(self) -> str:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.localstripe_server", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(300):
             try:

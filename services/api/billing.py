@@ -13,7 +13,15 @@ from billing import service, webhooks
 from billing.accounts import resolve_tenant, set_plan, set_spend_cap
 from billing.payments import set_payment_method
 from billing.plans import PlanName
-from billing.schemas import AccountOut, ContractIn, ContractOut, PaymentMethodIn, PlanChange, SpendCap, TenantPlanChoice
+from billing.schemas import (
+    AccountOut,
+    ContractIn,
+    ContractOut,
+    PaymentMethodIn,
+    PlanChange,
+    SpendCap,
+    TenantPlanChoice,
+)
 from services.api.auth import Principal, provide_operator
 from services.components import Components
 from services.db import utcnow
@@ -29,7 +37,10 @@ class AccountController(Controller):
     async def show(self, db: AsyncSession, principal: Principal, hangar: Components) -> AccountOut:
         principal.require()
         return await service.account(
-            db, tenant_id=principal.tenant_id, now=utcnow(), trial_days=hangar.settings.billing.trial_days
+            db,
+            tenant_id=principal.tenant_id,
+            now=utcnow(),
+            trial_days=hangar.settings.billing.trial_days,
         )
 
     @put("/plan")
@@ -39,18 +50,27 @@ class AccountController(Controller):
         """Starter or pay-as-you-go, from now; needs a payment method on file."""
         principal.require()
         return await service.choose_plan(
-            db, tenant_id=principal.tenant_id, plan=PlanName(data.plan), now=utcnow(),
+            db,
+            tenant_id=principal.tenant_id,
+            plan=PlanName(data.plan),
+            now=utcnow(),
             trial_days=hangar.settings.billing.trial_days,
         )
 
     @put("/spend-cap")
-    async def spend_cap(self, db: AsyncSession, principal: Principal, hangar: Components, data: SpendCap) -> AccountOut:
+    async def spend_cap(
+        self, db: AsyncSession, principal: Principal, hangar: Components, data: SpendCap
+    ) -> AccountOut:
         """Pay-as-you-go monthly cap in pence (null removes it): past it, uploads and
         downloads are refused with 402 and the invoice never exceeds it."""
         principal.require()
         trial_days = hangar.settings.billing.trial_days
-        await set_spend_cap(db, tenant_id=principal.tenant_id, cap_pence=data.cap_pence, trial_days=trial_days)
-        return await service.account(db, tenant_id=principal.tenant_id, now=utcnow(), trial_days=trial_days)
+        await set_spend_cap(
+            db, tenant_id=principal.tenant_id, cap_pence=data.cap_pence, trial_days=trial_days
+        )
+        return await service.account(
+            db, tenant_id=principal.tenant_id, now=utcnow(), trial_days=trial_days
+        )
 
     @put("/payment-method")
     async def payment_method(
@@ -60,10 +80,16 @@ class AccountController(Controller):
         principal.require()
         trial_days = hangar.settings.billing.trial_days
         await set_payment_method(
-            hangar.sessions, stripe=hangar.stripe, tenant_id=principal.tenant_id,
-            payment_method=data.payment_method, trial_days=trial_days, now=utcnow(),
+            hangar.sessions,
+            stripe=hangar.stripe,
+            tenant_id=principal.tenant_id,
+            payment_method=data.payment_method,
+            trial_days=trial_days,
+            now=utcnow(),
         )
-        return await service.account(db, tenant_id=principal.tenant_id, now=utcnow(), trial_days=trial_days)
+        return await service.account(
+            db, tenant_id=principal.tenant_id, now=utcnow(), trial_days=trial_days
+        )
 
 
 class TenantBillingController(Controller):
@@ -72,19 +98,27 @@ class TenantBillingController(Controller):
     dependencies = {"operator": Provide(provide_operator)}
 
     @get("/billing")
-    async def show(self, db: AsyncSession, hangar: Components, operator: None, tenant: str) -> AccountOut:
+    async def show(
+        self, db: AsyncSession, hangar: Components, operator: None, tenant: str
+    ) -> AccountOut:
         found = await resolve_tenant(db, tenant)
-        return await service.account(db, tenant_id=found.id, now=utcnow(), trial_days=hangar.settings.billing.trial_days)
+        return await service.account(
+            db, tenant_id=found.id, now=utcnow(), trial_days=hangar.settings.billing.trial_days
+        )
 
     @put("/plan")
     async def set_plan(
         self, db: AsyncSession, hangar: Components, operator: None, tenant: str, data: PlanChange
     ) -> AccountOut:
-        """Any plan, from ``effective_at`` (default now; may be backdated, not into an invoiced month)."""
+        """Any plan, from ``effective_at`` (default now; it may be backdated for
+        migrations, but not into an invoiced month)."""
         found = await resolve_tenant(db, tenant)
         now, trial_days = utcnow(), hangar.settings.billing.trial_days
         await set_plan(
-            db, tenant_id=found.id, plan=PlanName(data.plan), effective_at=data.effective_at or now,
+            db,
+            tenant_id=found.id,
+            plan=PlanName(data.plan),
+            effective_at=data.effective_at or now,
             trial_days=trial_days,
         )
         return await service.account(db, tenant_id=found.id, now=now, trial_days=trial_days)
@@ -96,7 +130,11 @@ class TenantBillingController(Controller):
         """A new enterprise contract; the tenant is on it from ``effective_at`` (default now)."""
         found = await resolve_tenant(db, tenant)
         return await service.set_contract(
-            db, tenant_id=found.id, terms=data, now=utcnow(), trial_days=hangar.settings.billing.trial_days
+            db,
+            tenant_id=found.id,
+            terms=data,
+            now=utcnow(),
+            trial_days=hangar.settings.billing.trial_days,
         )
 
     @get("/contract")
@@ -110,8 +148,10 @@ async def stripe_webhook(request: Request, db: AsyncSession, hangar: Components)
     settings = hangar.settings.stripe
     now = utcnow()
     event = webhooks.verify(
-        await request.body(), request.headers.get("stripe-signature"),
-        secret=settings.webhook_secret.get_secret_value(), now=now,
+        await request.body(),
+        request.headers.get("stripe-signature"),
+        secret=settings.webhook_secret.get_secret_value(),
+        now=now,
         tolerance_seconds=settings.webhook_tolerance_seconds,
     )
     result = await webhooks.apply_event(db, event=event, now=now)

@@ -43,7 +43,11 @@ class InvoiceController(Controller):
 
     @get("/")
     async def list(
-        self, db: AsyncSession, principal: Principal, period: str | None = None, status: str | None = None
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        period: str | None = None,
+        status: str | None = None,
     ) -> list[InvoiceSummary]:
         principal.require(Scope.finance)
         return await invoices.list_invoices(
@@ -57,18 +61,26 @@ class InvoiceController(Controller):
         """The open period's invoice as it stands (status ``draft``), rated from usage so far."""
         principal.require(Scope.finance)
         return await invoices.preview(
-            db, tenant_id=principal.tenant_id, period=period_or_current(period),
+            db,
+            tenant_id=principal.tenant_id,
+            period=period_or_current(period),
             trial_days=hangar.settings.billing.trial_days,
         )
 
     @get("/export")
     async def export(
-        self, db: AsyncSession, principal: Principal, format: Format = "csv",
-        period: str | None = None, status: str | None = None,
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        format: Format = "csv",
+        period: str | None = None,
+        status: str | None = None,
     ) -> Response:
         """One row per invoice line (and per credit note)."""
         principal.require(Scope.finance)
-        rows = await export_rows(db, tenant_id=principal.tenant_id, period=_period(period), status=status)
+        rows = await export_rows(
+            db, tenant_id=principal.tenant_id, period=_period(period), status=status
+        )
         return _export(rows, format, f"invoices-{period or 'all'}")
 
     @get("/{ref:str}")
@@ -78,7 +90,12 @@ class InvoiceController(Controller):
 
     @get("/{ref:str}/lines/{position:int}/usage")
     async def line_usage(
-        self, db: AsyncSession, principal: Principal, ref: str, position: int, after: str | None = None,
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        ref: str,
+        position: int,
+        after: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=5000)] = 500,
     ) -> LineUsage:
         """The usage events behind one invoice line, oldest first."""
@@ -95,16 +112,27 @@ class OperatorInvoiceController(Controller):
 
     @get("/")
     async def list(
-        self, db: AsyncSession, operator: None, tenant: str | None = None, period: str | None = None,
+        self,
+        db: AsyncSession,
+        operator: None,
+        tenant: str | None = None,
+        period: str | None = None,
         status: str | None = None,
     ) -> list[InvoiceSummary]:
         tenant_id = (await resolve_tenant(db, tenant)).id if tenant else None
-        return await invoices.list_invoices(db, tenant_id=tenant_id, period=_period(period), status=status)
+        return await invoices.list_invoices(
+            db, tenant_id=tenant_id, period=_period(period), status=status
+        )
 
     @get("/export")
     async def export(
-        self, db: AsyncSession, operator: None, format: Format = "csv", tenant: str | None = None,
-        period: str | None = None, status: str | None = None,
+        self,
+        db: AsyncSession,
+        operator: None,
+        format: Format = "csv",
+        tenant: str | None = None,
+        period: str | None = None,
+        status: str | None = None,
     ) -> Response:
         tenant_id = (await resolve_tenant(db, tenant)).id if tenant else None
         rows = await export_rows(db, tenant_id=tenant_id, period=_period(period), status=status)
@@ -120,7 +148,10 @@ class OperatorInvoiceController(Controller):
     ) -> CreditNoteOut:
         """Correct a finalized invoice: it never changes; the credit note says by how much."""
         return await invoices.create_credit_note(
-            db, ref=ref, amount_pence=data.amount_pence, reason=data.reason,
+            db,
+            ref=ref,
+            amount_pence=data.amount_pence,
+            reason=data.reason,
             prefix=hangar.settings.billing.invoice_prefix,
         )
 

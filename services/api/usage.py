@@ -37,7 +37,10 @@ class UsageController(Controller):
         (for the current month) where the tenant stands against its plan's limits."""
         principal.require(Scope.finance)
         return await service.usage_overview(
-            db, tenant_id=principal.tenant_id, period=period_or_current(period), now=utcnow(),
+            db,
+            tenant_id=principal.tenant_id,
+            period=period_or_current(period),
+            now=utcnow(),
             trial_days=hangar.settings.billing.trial_days,
         )
 

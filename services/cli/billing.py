@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from decimal import Decimal, InvalidOperation
@@ -18,8 +19,12 @@ JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 PERIOD = Annotated[str | None, typer.Option(help="YYYY-MM (default: this month)")]
 
 usage = typer.Typer(help="Usage per meter (admin or finance key).", invoke_without_command=True)
-invoices = typer.Typer(help="Invoices (admin or finance key; --tenant uses the operator token).", no_args_is_help=True)
-billing = typer.Typer(help="Your tenant's plan, spend cap and payment method (admin key).", no_args_is_help=True)
+invoices = typer.Typer(
+    help="Invoices (admin or finance key; --tenant uses the operator token).", no_args_is_help=True
+)
+billing = typer.Typer(
+    help="Your tenant's plan, spend cap and payment method (admin key).", no_args_is_help=True
+)
 contracts = typer.Typer(help="Enterprise contracts (platform operator).", no_args_is_help=True)
 
 
@@ -48,7 +53,9 @@ def _pence(pounds: str, what: str) -> Decimal:
     try:
         value = Decimal(pounds.strip().lstrip("£")) * 100
     except InvalidOperation:
-        raise typer.BadParameter(f"{what}: {pounds!r} is not an amount in pounds, e.g. 12.50") from None
+        raise typer.BadParameter(
+            f"{what}: {pounds!r} is not an amount in pounds, e.g. 12.50"
+        ) from None
     if value < 0:
         raise typer.BadParameter(f"{what} cannot be negative")
     return value
@@ -70,8 +77,16 @@ def usage_show(ctx: typer.Context, period: PERIOD = None, json: JSON = False) ->
     _table(
         ["meter", "quantity", "billed as"],
         [
-            ["devices", f"{totals['device_days']} device-days", f"{totals['device_months']} device-months"],
-            ["storage", f"{totals['storage_samples']} hourly samples", f"{totals['storage_gb_months']} GB-months"],
+            [
+                "devices",
+                f"{totals['device_days']} device-days",
+                f"{totals['device_months']} device-months",
+            ],
+            [
+                "storage",
+                f"{totals['storage_samples']} hourly samples",
+                f"{totals['storage_gb_months']} GB-months",
+            ],
             ["egress", f"{totals['egress_bytes']:,} bytes", f"{totals['egress_gb']} GB"],
             ["inference", f"{totals['inference']:,}", "not billed"],
         ],
@@ -79,8 +94,16 @@ def usage_show(ctx: typer.Context, period: PERIOD = None, json: JSON = False) ->
     if report["limits"]:
         _table(
             ["limit", "used", "of", "%", ""],
-            [[lim["name"], f"{lim['used']:,}", f"{lim['limit']:,} {lim['unit']}", lim["percent"], lim["level"]]
-             for lim in report["limits"]],
+            [
+                [
+                    lim["name"],
+                    f"{lim['used']:,}",
+                    f"{lim['limit']:,} {lim['unit']}",
+                    lim["percent"],
+                    lim["level"],
+                ]
+                for lim in report["limits"]
+            ],
         )
 
 
@@ -91,10 +114,9 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(text.splitlines()):
             event = {k: v for k, v in row.items() if v not in (None, "")}
             if "quantity" in event:
-                try:
+                # Left as text if not a number: the server names the event and the field.
+                with contextlib.suppress(ValueError):
                     event["quantity"] = int(event["quantity"])
-                except ValueError:
-                    pass  # the server names the event and the field
             rows.append(event)
         return rows
     if path.suffix in (".jsonl", ".ndjson"):
@@ -106,7 +128,9 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
 @usage.command("import")
 def usage_import(
     file: Path,
-    batch: Annotated[int, typer.Option(help="events per request (each request is all or nothing)")] = 10_000,
+    batch: Annotated[
+        int, typer.Option(help="events per request (each request is all or nothing)")
+    ] = 10_000,
 ) -> None:
     """Import usage events with explicit times (operator). FILE is JSON ({"events": [...]}
     or a list), JSON lines (.jsonl) or CSV with the same field names. Idempotent: after
@@ -118,8 +142,10 @@ def usage_import(
             chunk = events[start : start + batch]
             resp = http.post("/v1/usage/import", json={"events": chunk})
             if not resp.is_success:
-                out.print(f"batch of events {start}..{start + len(chunk) - 1} refused "
-                          f"(event numbers below count from {start}); earlier batches were written")
+                out.print(
+                    f"batch of events {start}..{start + len(chunk) - 1} refused "
+                    f"(event numbers below count from {start}); earlier batches were written"
+                )
                 check(resp)
             result = resp.json()
             written, duplicates = written + result["written"], duplicates + result["duplicates"]
@@ -132,18 +158,40 @@ def usage_import(
 def _invoice_rows(rows: list[dict]) -> None:
     _table(
         ["number", "tenant", "period", "status", "total", "credited", "due", "stripe"],
-        [[i["number"], i["tenant"], i["period"], i["status"], _gbp(i["total_pence"]), _gbp(i["credited_pence"]),
-          (i["due_at"] or "")[:10], i["stripe_state"]] for i in rows],
+        [
+            [
+                i["number"],
+                i["tenant"],
+                i["period"],
+                i["status"],
+                _gbp(i["total_pence"]),
+                _gbp(i["credited_pence"]),
+                (i["due_at"] or "")[:10],
+                i["stripe_state"],
+            ]
+            for i in rows
+        ],
     )
 
 
 def _show_invoice(invoice: dict) -> None:
-    out.print(f"[bold]{invoice['number'] or 'draft'}[/]  {invoice['tenant']}  {invoice['period']}  "
-              f"{invoice['status']}  total [bold]{_gbp(invoice['total_pence'])}[/]")
+    out.print(
+        f"[bold]{invoice['number'] or 'draft'}[/]  {invoice['tenant']}  {invoice['period']}  "
+        f"{invoice['status']}  total [bold]{_gbp(invoice['total_pence'])}[/]"
+    )
     _table(
         ["#", "description", "quantity", "unit", "unit price", "amount"],
-        [[line["position"], line["description"], line["quantity"].rstrip("0").rstrip("."), line["unit"],
-          _gbp(line["unit_price_pence"]), _gbp(line["amount_pence"])] for line in invoice["lines"]],
+        [
+            [
+                line["position"],
+                line["description"],
+                line["quantity"].rstrip("0").rstrip("."),
+                line["unit"],
+                _gbp(line["unit_price_pence"]),
+                _gbp(line["amount_pence"]),
+            ]
+            for line in invoice["lines"]
+        ],
     )
     for note in invoice.get("credit_notes", []):
         out.print(f"credit note {note['number']}: {_gbp(note['amount_pence'])} ({note['reason']})")
@@ -165,10 +213,17 @@ TENANT = Annotated[str | None, typer.Option(help="any tenant (name or id; operat
 
 
 @invoices.command("ls")
-def invoices_ls(period: PERIOD = None, status: STATUS = None, tenant: TENANT = None, json: JSON = False) -> None:
+def invoices_ls(
+    period: PERIOD = None, status: STATUS = None, tenant: TENANT = None, json: JSON = False
+) -> None:
     """Finalized invoices, newest period first."""
     if tenant:
-        rows = call("GET", "/v1/operator/invoices/", token_env=OPERATOR, params=_filters(period, status, tenant))
+        rows = call(
+            "GET",
+            "/v1/operator/invoices/",
+            token_env=OPERATOR,
+            params=_filters(period, status, tenant),
+        )
     else:
         rows = call("GET", "/v1/invoices/", params=_filters(period, status, None))
     return print_json(rows) if json else _invoice_rows(rows)
@@ -181,8 +236,10 @@ def invoices_show(
     json: JSON = False,
 ) -> None:
     """An invoice with its lines and credit notes."""
-    invoice = call("GET", f"/v1/operator/invoices/{ref}", token_env=OPERATOR) if operator else call(
-        "GET", f"/v1/invoices/{ref}"
+    invoice = (
+        call("GET", f"/v1/operator/invoices/{ref}", token_env=OPERATOR)
+        if operator
+        else call("GET", f"/v1/invoices/{ref}")
     )
     return print_json(invoice) if json else _show_invoice(invoice)
 
@@ -193,7 +250,9 @@ def invoices_export(
     period: PERIOD = None,
     status: STATUS = None,
     tenant: TENANT = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="file (default: stdout)")
+    ] = None,
 ) -> None:
     """One row per invoice line (and per credit note), for spreadsheets and accounting."""
     if format not in ("csv", "json"):
@@ -221,8 +280,12 @@ def invoices_credit(
     pence = _pence(amount, "--amount")
     if pence != pence.to_integral_value():
         raise typer.BadParameter("--amount must be whole pence")
-    note = call("POST", f"/v1/operator/invoices/{ref}/credit-notes", token_env=OPERATOR,
-                json={"amount_pence": int(pence), "reason": reason})
+    note = call(
+        "POST",
+        f"/v1/operator/invoices/{ref}/credit-notes",
+        token_env=OPERATOR,
+        json={"amount_pence": int(pence), "reason": reason},
+    )
     out.print(f"credit note {note['number']}: {_gbp(note['amount_pence'])} against {ref}")
 
 
@@ -238,8 +301,10 @@ def invoices_void(ref: str) -> None:
 
 def _account(account: dict) -> None:
     cap = _gbp(account["spend_cap_pence"]) if account["spend_cap_pence"] is not None else "none"
-    out.print(f"[bold]{account['tenant']}[/]  plan: {account['plan_title']}"
-              + (f" (ends {account['trial_ends_at'][:16]})" if account["trial_ends_at"] else ""))
+    out.print(
+        f"[bold]{account['tenant']}[/]  plan: {account['plan_title']}"
+        + (f" (ends {account['trial_ends_at'][:16]})" if account["trial_ends_at"] else "")
+    )
     out.print(f"payment method: {account['payment_method'] or 'none'}   spend cap: {cap}")
     if account["blocked"]:
         out.print("[bold red]uploads, downloads and new nodes are paused until a plan is chosen[/]")
@@ -266,7 +331,9 @@ def billing_cap(amount: Annotated[str, typer.Argument(help="pounds per month, or
 
 
 @billing.command("payment-method")
-def billing_payment_method(pm: Annotated[str, typer.Argument(help="a Stripe payment method id, pm_...")]) -> None:
+def billing_payment_method(
+    pm: Annotated[str, typer.Argument(help="a Stripe payment method id, pm_...")],
+) -> None:
     """Attach a Stripe payment method as the default for invoices."""
     _account(call("PUT", "/v1/billing/payment-method", json={"payment_method": pm}))
 
@@ -277,11 +344,17 @@ def billing_payment_method(pm: Annotated[str, typer.Argument(help="a Stripe paym
 def tenants_plan(
     tenant: Annotated[str, typer.Argument(help="tenant name or id")],
     plan: Annotated[str, typer.Argument(help="trial, starter, payg or enterprise")],
-    effective: Annotated[str | None, typer.Option("--from", help="ISO time it takes effect (default now)")] = None,
+    effective: Annotated[
+        str | None, typer.Option("--from", help="ISO time it takes effect (default now)")
+    ] = None,
 ) -> None:
     """Move a tenant to a plan (operator)."""
-    account = call("PUT", f"/v1/tenants/{tenant}/plan", token_env=OPERATOR,
-                   json={"plan": plan, "effective_at": effective})
+    account = call(
+        "PUT",
+        f"/v1/tenants/{tenant}/plan",
+        token_env=OPERATOR,
+        json={"plan": plan, "effective_at": effective},
+    )
     _account(account)
 
 
@@ -303,7 +376,9 @@ def contracts_set(
     max_egress_gb: Annotated[str | None, typer.Option(help="hard cap per month")] = None,
     spend_cap: Annotated[str | None, typer.Option(help="pounds per month")] = None,
     payment_terms: Annotated[int, typer.Option(help="days to pay")] = 30,
-    effective: Annotated[str | None, typer.Option("--from", help="ISO time it takes effect (default now)")] = None,
+    effective: Annotated[
+        str | None, typer.Option("--from", help="ISO time it takes effect (default now)")
+    ] = None,
     note: Annotated[str, typer.Option()] = "",
     json: JSON = False,
 ) -> None:
@@ -317,14 +392,20 @@ def contracts_set(
         "included_device_months": included_device_months,
         "included_storage_gb_months": included_storage_gb_months,
         "included_egress_gb": included_egress_gb,
-        "max_nodes": max_nodes, "max_storage_gb": max_storage_gb, "max_egress_gb": max_egress_gb,
+        "max_nodes": max_nodes,
+        "max_storage_gb": max_storage_gb,
+        "max_egress_gb": max_egress_gb,
         "spend_cap_pence": int(_pence(spend_cap, "--spend-cap")) if spend_cap else None,
-        "payment_terms_days": payment_terms, "effective_at": effective, "note": note,
+        "payment_terms_days": payment_terms,
+        "effective_at": effective,
+        "note": note,
     }
     contract = call("PUT", f"/v1/tenants/{tenant}/contract", token_env=OPERATOR, json=body)
     if json:
         return print_json(contract)
-    out.print(f"{tenant} is on enterprise contract {contract['id']} from {contract['effective_at']}")
+    out.print(
+        f"{tenant} is on enterprise contract {contract['id']} from {contract['effective_at']}"
+    )
 
 
 @contracts.command("show")
@@ -334,6 +415,3 @@ def contracts_show(tenant: str, json: JSON = False) -> None:
     if json:
         return print_json(contract)
     _table(["term", "value"], [[k, v] for k, v in contract.items()])
-
-
-

@@ -23,30 +23,47 @@ def device_days(tenant_id: str, node_id: str, first: date, last: date) -> list[d
     """One device-day per day, first..last inclusive, as the daily job would record it."""
     out, day = [], first
     while day <= last:
-        out.append({
-            "tenant_id": tenant_id, "id": f"device_day:{node_id}:{day}", "meter": "device_day", "quantity": 1,
-            "occurred_at": f"{day}T00:00:00Z", "node_id": node_id,
-        })
+        out.append(
+            {
+                "tenant_id": tenant_id,
+                "id": f"device_day:{node_id}:{day}",
+                "meter": "device_day",
+                "quantity": 1,
+                "occurred_at": f"{day}T00:00:00Z",
+                "node_id": node_id,
+            }
+        )
         day += timedelta(days=1)
     return out
 
 
-def storage_hours(tenant_id: str, nbytes: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def storage_hours(
+    tenant_id: str, nbytes: int, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
     """Hourly samples of ``nbytes`` for every hour in [start, end)."""
     out, hour = [], start
     while hour < end:
-        out.append({
-            "tenant_id": tenant_id, "id": f"storage:{tenant_id}:{hour:%Y-%m-%dT%H}", "meter": "storage_sample",
-            "quantity": nbytes, "occurred_at": hour.isoformat(),
-        })
+        out.append(
+            {
+                "tenant_id": tenant_id,
+                "id": f"storage:{tenant_id}:{hour:%Y-%m-%dT%H}",
+                "meter": "storage_sample",
+                "quantity": nbytes,
+                "occurred_at": hour.isoformat(),
+            }
+        )
         hour += timedelta(hours=1)
     return out
 
 
 def egress(tenant_id: str, nbytes: int, when: datetime, **extra: Any) -> dict[str, Any]:
     return {
-        "tenant_id": tenant_id, "id": f"egress:{secrets.token_hex(8)}", "meter": "egress", "quantity": nbytes,
-        "occurred_at": when.isoformat(), **extra,
+        "tenant_id": tenant_id,
+        "id": f"egress:{secrets.token_hex(8)}",
+        "meter": "egress",
+        "quantity": nbytes,
+        "occurred_at": when.isoformat(),
+        **extra,
     }
 
 
@@ -70,19 +87,30 @@ class Operator:
         assert resp.status_code == 200, resp.text
         return resp.json()
 
-    async def set_plan(self, tenant: str, plan: str, effective_at: datetime | None = None) -> dict[str, Any]:
+    async def set_plan(
+        self, tenant: str, plan: str, effective_at: datetime | None = None
+    ) -> dict[str, Any]:
         body = {"plan": plan, "effective_at": effective_at.isoformat() if effective_at else None}
         resp = await self.request("PUT", f"/v1/tenants/{tenant}/plan", json=body)
         assert resp.status_code == 200, resp.text
         return resp.json()
 
 
-async def add_node(hangar, tenant_id: str, *, enrolled_at: datetime, revoked_at: datetime | None = None) -> Node:
+async def add_node(
+    hangar, tenant_id: str, *, enrolled_at: datetime, revoked_at: datetime | None = None
+) -> Node:
     """A node row, as the fleet's enrollment would write it."""
     node = Node(
-        tenant_id=uuid.UUID(tenant_id), name=f"node-{secrets.token_hex(3)}", labels={}, facts={},
-        credential_hash=secrets.token_hex(32), credential_prefix="hgn_test", enrolled_at=enrolled_at,
-        revoked_at=revoked_at, report={}, desired_revision=0,
+        tenant_id=uuid.UUID(tenant_id),
+        name=f"node-{secrets.token_hex(3)}",
+        labels={},
+        facts={},
+        credential_hash=secrets.token_hex(32),
+        credential_prefix="hgn_test",
+        enrolled_at=enrolled_at,
+        revoked_at=revoked_at,
+        report={},
+        desired_revision=0,
     )
     async with hangar.sessions() as session, session.begin():
         session.add(node)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from services.scheduler import run_job
 from tests.billing.scripts import GB, at, device_days, egress, storage_hours
@@ -21,8 +21,11 @@ async def _invoice(tenant, period):
 async def test_worked_example_payg_april_2026(tenants, operator, hangar):
     t = await tenants.create(plan="payg")
     await operator.set_plan(t.name, "payg", at("2026-04-01"))
-    nodes = ["00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b",
-             "00000000-0000-0000-0000-00000000000c"]
+    nodes = [
+        "00000000-0000-0000-0000-00000000000a",
+        "00000000-0000-0000-0000-00000000000b",
+        "00000000-0000-0000-0000-00000000000c",
+    ]
     events = device_days(t.id, nodes[0], date(2026, 4, 1), date(2026, 4, 30))
     events += device_days(t.id, nodes[1], date(2026, 4, 1), date(2026, 4, 30))
     events += device_days(t.id, nodes[2], date(2026, 4, 16), date(2026, 4, 30))
@@ -62,7 +65,9 @@ async def test_leap_year_february_has_29_days_and_696_hours(tenants, operator, h
 async def test_each_line_is_rounded_once_half_up(tenants, operator, hangar):
     t = await tenants.create(plan="payg")
     await operator.set_plan(t.name, "payg", at("2026-04-01"))
-    events = storage_hours(t.id, GB, at("2026-04-01"), at("2026-04-16"))  # 360 GB-hours = 0.5 GB-month
+    events = storage_hours(
+        t.id, GB, at("2026-04-01"), at("2026-04-16")
+    )  # 360 GB-hours = 0.5 GB-month
     events += [egress(t.id, 250_000_000, at("2026-04-20"))]  # 0.25 GB x 14p = 3.5p
     await operator.imported(events)
     await _close(hangar, at("2026-05-02", 1))
@@ -73,7 +78,9 @@ async def test_each_line_is_rounded_once_half_up(tenants, operator, hangar):
     assert invoice["total_pence"] == 7
 
 
-async def test_plan_change_mid_month_prorates_the_fee_and_rates_usage_under_each_plan(tenants, operator, hangar):
+async def test_plan_change_mid_month_prorates_the_fee_and_rates_usage_under_each_plan(
+    tenants, operator, hangar
+):
     t = await tenants.create()
     await operator.set_plan(t.name, "starter", at("2026-04-01"))
     await operator.set_plan(t.name, "payg", at("2026-04-16", 12))
@@ -84,7 +91,10 @@ async def test_plan_change_mid_month_prorates_the_fee_and_rates_usage_under_each
     await operator.imported(events)
     await _close(hangar, at("2026-05-02", 1))
     invoice = await _invoice(t, "2026-04")
-    lines = [(line["kind"], line["plan"], line["meter"], line["amount_pence"]) for line in invoice["lines"]]
+    lines = [
+        (line["kind"], line["plan"], line["meter"], line["amount_pence"])
+        for line in invoice["lines"]
+    ]
     assert lines == [
         # The 16th began under Starter: Starter owns 16 days of the fee and that day's device-day.
         ("proration", "starter", None, 1867),  # 3500 x 16/30 = 1866.67
@@ -102,15 +112,27 @@ async def test_plan_change_mid_month_prorates_the_fee_and_rates_usage_under_each
 
 async def test_enterprise_contract_rates_fee_included_usage_and_terms(tenants, operator, hangar):
     t = await tenants.create()
-    resp = await operator.request("PUT", f"/v1/tenants/{t.name}/contract", json={
-        "monthly_fee_pence": 100000, "device_month_pence": "400", "storage_gb_month_pence": "4",
-        "egress_gb_pence": "10", "included_device_months": "5", "included_storage_gb_months": "100",
-        "included_egress_gb": "500", "payment_terms_days": 45, "effective_at": "2026-04-01T00:00:00Z",
-    })
+    resp = await operator.request(
+        "PUT",
+        f"/v1/tenants/{t.name}/contract",
+        json={
+            "monthly_fee_pence": 100000,
+            "device_month_pence": "400",
+            "storage_gb_month_pence": "4",
+            "egress_gb_pence": "10",
+            "included_device_months": "5",
+            "included_storage_gb_months": "100",
+            "included_egress_gb": "500",
+            "payment_terms_days": 45,
+            "effective_at": "2026-04-01T00:00:00Z",
+        },
+    )
     assert resp.status_code == 200, resp.text
     events = []
     for n in range(8):
-        events += device_days(t.id, f"00000000-0000-0000-0000-0000000000e{n}", date(2026, 4, 1), date(2026, 4, 30))
+        events += device_days(
+            t.id, f"00000000-0000-0000-0000-0000000000e{n}", date(2026, 4, 1), date(2026, 4, 30)
+        )
     events += storage_hours(t.id, 150 * GB, at("2026-04-01"), at("2026-05-01"))
     events += [egress(t.id, 100 * GB, at("2026-04-10", h)) for h in range(6)]
     await operator.imported(events)
@@ -118,11 +140,18 @@ async def test_enterprise_contract_rates_fee_included_usage_and_terms(tenants, o
     invoice = await _invoice(t, "2026-04")
     lines = {line["meter"] or line["kind"]: line for line in invoice["lines"]}
     assert lines["flat_fee"]["amount_pence"] == 100000
-    assert (lines["device_day"]["quantity"], lines["device_day"]["amount_pence"]) == ("3.000000000", 1200)
-    assert (lines["storage_sample"]["quantity"], lines["storage_sample"]["amount_pence"]) == ("50.000000000", 200)
+    assert (lines["device_day"]["quantity"], lines["device_day"]["amount_pence"]) == (
+        "3.000000000",
+        1200,
+    )
+    assert (lines["storage_sample"]["quantity"], lines["storage_sample"]["amount_pence"]) == (
+        "50.000000000",
+        200,
+    )
     assert (lines["egress"]["quantity"], lines["egress"]["amount_pence"]) == ("100.000000000", 1000)
     assert "5.00 device-month included" in lines["device_day"]["description"]
     assert invoice["total"] == "£1,024.00"
-    from datetime import datetime
-    due = datetime.fromisoformat(invoice["due_at"]) - datetime.fromisoformat(invoice["finalized_at"])
+    due = datetime.fromisoformat(invoice["due_at"]) - datetime.fromisoformat(
+        invoice["finalized_at"]
+    )
     assert due.days == 45

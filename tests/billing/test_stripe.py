@@ -68,10 +68,13 @@ async def invoiced(tenants, operator, hangar, month: str, card: str | None = "pm
     await operator.set_plan(t.name, "payg", at(f"{month}-01"))
     first = date.fromisoformat(f"{month}-01")
     await operator.imported(
-        device_days(t.id, str(uuid.uuid4()), first, first + timedelta(days=9)) + [egress(t.id, 3 * GB, at(f"{month}-05"))]
+        device_days(t.id, str(uuid.uuid4()), first, first + timedelta(days=9))
+        + [egress(t.id, 3 * GB, at(f"{month}-05"))]
     )
     if card:
-        assert (await t.request("PUT", "/v1/billing/payment-method", json={"payment_method": card})).status_code == 200
+        assert (
+            await t.request("PUT", "/v1/billing/payment-method", json={"payment_method": card})
+        ).status_code == 200
     next_month = (first + timedelta(days=32)).replace(day=2)
     await run_job(hangar, "period-close", now=at(str(next_month), 1))
     (summary,) = (await t.request("GET", "/v1/invoices/", params={"period": month})).json()
@@ -86,9 +89,13 @@ async def _customer(t) -> str:
     return (await t.request("GET", "/v1/billing/")).json()["stripe_customer_id"]
 
 
-async def test_a_finalized_invoice_becomes_one_paid_stripe_invoice(tenants, operator, hangar, localstripe):
+async def test_a_finalized_invoice_becomes_one_paid_stripe_invoice(
+    tenants, operator, hangar, localstripe
+):
     t, summary = await invoiced(tenants, operator, hangar, "2024-11")
-    report = await sync_invoices(hangar.sessions, hangar.stripe, now=utcnow(), tenant_id=uuid.UUID(t.id))
+    report = await sync_invoices(
+        hangar.sessions, hangar.stripe, now=utcnow(), tenant_id=uuid.UUID(t.id)
+    )
     assert report.invoices == 1 and report.failed == 0
     ours = await _ours(t, summary["number"])
     assert ours["status"] == "paid" and ours["stripe_state"] == "collected"
@@ -97,7 +104,9 @@ async def test_a_finalized_invoice_becomes_one_paid_stripe_invoice(tenants, oper
     assert theirs[0]["subtotal"] == ours["total_pence"] and theirs[0]["status"] == "paid"
     assert theirs[0]["metadata"]["hangar_number"] == summary["number"]
     # Running the sync again sends nothing new.
-    assert (await sync_invoices(hangar.sessions, hangar.stripe, now=utcnow(), tenant_id=uuid.UUID(t.id))).invoices == 0
+    assert (
+        await sync_invoices(hangar.sessions, hangar.stripe, now=utcnow(), tenant_id=uuid.UUID(t.id))
+    ).invoices == 0
 
 
 @pytest.mark.parametrize(
@@ -117,7 +126,9 @@ async def test_a_sync_retried_after_failing_midway_creates_exactly_one_stripe_in
     t, summary = await invoiced(tenants, operator, hangar, "2024-10", card=card)
     flaky = StripeClient(settings.stripe, transport=FlakyTransport(after))
     try:
-        failed = await sync_invoices(hangar.sessions, flaky, now=utcnow(), tenant_id=uuid.UUID(t.id))
+        failed = await sync_invoices(
+            hangar.sessions, flaky, now=utcnow(), tenant_id=uuid.UUID(t.id)
+        )
     finally:
         await flaky.close()
     assert failed.failed == 1 and failed.invoices == 0
@@ -127,7 +138,8 @@ async def test_a_sync_retried_after_failing_midway_creates_exactly_one_stripe_in
     await run_job(hangar, "stripe-sync", now=utcnow() + timedelta(hours=2))
     ours = await _ours(t, summary["number"])
     customers = [
-        c for c in (await stripe_get(localstripe, "/v1/customers", limit=100))["data"]
+        c
+        for c in (await stripe_get(localstripe, "/v1/customers", limit=100))["data"]
         if c["metadata"].get("hangar_tenant_id") == t.id
     ]
     assert len(customers) == 1
@@ -135,7 +147,9 @@ async def test_a_sync_retried_after_failing_midway_creates_exactly_one_stripe_in
     assert len(theirs) == 1, theirs
     assert theirs[0]["subtotal"] == ours["total_pence"] == summary["total_pence"]
     assert len(theirs[0]["lines"]["data"]) == 2
-    assert (await stripe_get(localstripe, "/v1/invoiceitems", customer=customers[0]["id"]))["data"] == []
+    assert (await stripe_get(localstripe, "/v1/invoiceitems", customer=customers[0]["id"]))[
+        "data"
+    ] == []
     assert ours["stripe_invoice_id"] == theirs[0]["id"]
     if card:
         assert ours["status"] == "paid" and theirs[0]["status"] == "paid"
@@ -143,8 +157,12 @@ async def test_a_sync_retried_after_failing_midway_creates_exactly_one_stripe_in
         assert ours["status"] == "open" and theirs[0]["status"] == "draft"
 
 
-async def test_a_declined_card_marks_the_invoice_and_void_follows_to_stripe(tenants, operator, hangar, localstripe):
-    t, summary = await invoiced(tenants, operator, hangar, "2024-09", card="pm_card_chargeCustomerFail")
+async def test_a_declined_card_marks_the_invoice_and_void_follows_to_stripe(
+    tenants, operator, hangar, localstripe
+):
+    t, summary = await invoiced(
+        tenants, operator, hangar, "2024-09", card="pm_card_chargeCustomerFail"
+    )
     await sync_invoices(hangar.sessions, hangar.stripe, now=utcnow(), tenant_id=uuid.UUID(t.id))
     ours = await _ours(t, summary["number"])
     assert ours["status"] == "payment_failed"
@@ -166,9 +184,17 @@ async def test_payment_made_in_stripe_arrives_by_signed_webhook(
     # The customer pays on Stripe's side (a card saved there, then Stripe collects).
     async with httpx.AsyncClient(base_url=localstripe, auth=(STRIPE_KEY, "")) as stripe:
         customer = await _customer(t)
-        pm = (await stripe.post("/v1/payment_methods/pm_card_visa/attach", data={"customer": customer})).json()
-        await stripe.post(f"/v1/customers/{customer}", data={"invoice_settings[default_payment_method]": pm["id"]})
-        assert (await stripe.post(f"/v1/invoices/{ours['stripe_invoice_id']}/pay")).status_code == 200
+        pm = (
+            await stripe.post(
+                "/v1/payment_methods/pm_card_visa/attach", data={"customer": customer}
+            )
+        ).json()
+        await stripe.post(
+            f"/v1/customers/{customer}", data={"invoice_settings[default_payment_method]": pm["id"]}
+        )
+        assert (
+            await stripe.post(f"/v1/invoices/{ours['stripe_invoice_id']}/pay")
+        ).status_code == 200
     for _ in range(200):  # localstripe posts its events a second later
         if (await _ours(t, summary["number"]))["status"] == "paid":
             break
@@ -177,11 +203,17 @@ async def test_payment_made_in_stripe_arrives_by_signed_webhook(
     assert (await t.request("GET", "/v1/billing/")).json()["payment_method"] == pm["id"]
 
 
-async def test_webhook_signature_is_checked_and_a_bad_one_changes_nothing(tenants, operator, hangar, http):
+async def test_webhook_signature_is_checked_and_a_bad_one_changes_nothing(
+    tenants, operator, hangar, http
+):
     t, summary = await invoiced(tenants, operator, hangar, "2024-07", card=None)
     event = {
-        "id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": "invoice.payment_succeeded",
-        "data": {"object": {"id": "in_elsewhere", "metadata": {"hangar_invoice_id": summary["id"]}}},
+        "id": f"evt_{uuid.uuid4().hex}",
+        "object": "event",
+        "type": "invoice.payment_succeeded",
+        "data": {
+            "object": {"id": "in_elsewhere", "metadata": {"hangar_invoice_id": summary["id"]}}
+        },
     }
     payload = json.dumps(event).encode()
     now = int(time.time())
@@ -198,10 +230,14 @@ async def test_webhook_signature_is_checked_and_a_bad_one_changes_nothing(tenant
     # Tampering with a correctly signed body breaks the signature too.
     good = sign(payload, WEBHOOK_SECRET, now)
     tampered = payload.replace(b"payment_succeeded", b"payment_failed__")
-    assert (await http.post("/v1/stripe/webhook", content=tampered, headers={"Stripe-Signature": good})).status_code == 400
+    assert (
+        await http.post("/v1/stripe/webhook", content=tampered, headers={"Stripe-Signature": good})
+    ).status_code == 400
 
     ok = await http.post("/v1/stripe/webhook", content=payload, headers={"Stripe-Signature": good})
     assert ok.status_code == 200 and ok.json()["result"] == f"{summary['number']} is paid"
-    again = await http.post("/v1/stripe/webhook", content=payload, headers={"Stripe-Signature": good})
+    again = await http.post(
+        "/v1/stripe/webhook", content=payload, headers={"Stripe-Signature": good}
+    )
     assert again.json()["result"] == "already applied"
     assert (await _ours(t, summary["number"]))["status"] == "paid"

@@ -30,10 +30,14 @@ async def test_a_new_starter_tenant_is_on_a_30_day_trial(tenants):
     assert timedelta(days=29, hours=23) < ends - utcnow() <= timedelta(days=30)
     assert account["payment_method"] is None and account["blocked"] is False
     refused = await t.request("POST", "/v1/uploads/", json={"model": "m", "size": 51 * 10**9})
-    assert refused.status_code == 402 and refused.json()["error"].startswith("Starter trial allows 50.00 GB")
+    assert refused.status_code == 402 and refused.json()["error"].startswith(
+        "Starter trial allows 50.00 GB"
+    )
 
 
-async def test_trial_end_without_a_payment_method_pauses_writes_and_downloads(tenants, operator, hangar, tmp_path):
+async def test_trial_end_without_a_payment_method_pauses_writes_and_downloads(
+    tenants, operator, hangar, tmp_path
+):
     t = await tenants.create()
     path = write_gguf(tmp_path / "m.gguf")
     await t.push(path, "m")
@@ -44,7 +48,9 @@ async def test_trial_end_without_a_payment_method_pauses_writes_and_downloads(te
         await t.request("GET", "/v1/models/m/versions/1/blob"),
     ]:
         assert resp.status_code == 402
-        assert resp.json()["error"].startswith("The Starter trial has ended and no payment method is on file")
+        assert resp.json()["error"].startswith(
+            "The Starter trial has ended and no payment method is on file"
+        )
         assert "`hangar billing payment-method pm_...`" in resp.json()["error"]
     async with hangar.sessions() as session, session.begin():
         with pytest.raises(PaymentRequired):
@@ -60,17 +66,25 @@ async def test_trial_end_without_a_payment_method_pauses_writes_and_downloads(te
 
     chosen = await t.request("PUT", "/v1/billing/plan", json={"plan": "starter"})
     assert chosen.status_code == 402 and "no payment method is on file" in chosen.json()["error"]
-    added = await t.request("PUT", "/v1/billing/payment-method", json={"payment_method": "pm_card_visa"})
+    added = await t.request(
+        "PUT", "/v1/billing/payment-method", json={"payment_method": "pm_card_visa"}
+    )
     assert added.status_code == 200, added.text
-    assert added.json()["payment_method"].startswith("pm_") and added.json()["stripe_customer_id"].startswith("cus_")
-    assert (await t.request("PUT", "/v1/billing/plan", json={"plan": "starter"})).json()["plan"] == "starter"
+    assert added.json()["payment_method"].startswith("pm_") and added.json()[
+        "stripe_customer_id"
+    ].startswith("cus_")
+    assert (await t.request("PUT", "/v1/billing/plan", json={"plan": "starter"})).json()[
+        "plan"
+    ] == "starter"
     assert (await t.request("GET", "/v1/models/m/versions/1/blob")).status_code == 200
 
 
 async def test_trial_end_with_a_payment_method_becomes_paid_starter(tenants, operator, hangar):
     t = await tenants.create()
     await operator.set_plan(t.name, "trial", at("2026-04-10", 10))  # ends 10 May, 10:00
-    added = await t.request("PUT", "/v1/billing/payment-method", json={"payment_method": "pm_card_visa"})
+    added = await t.request(
+        "PUT", "/v1/billing/payment-method", json={"payment_method": "pm_card_visa"}
+    )
     assert added.status_code == 200, added.text
     report = await run_job(hangar, "trial-expiry", now=at("2026-05-10", 11))
     assert report["to_starter"] >= 1
@@ -80,9 +94,14 @@ async def test_trial_end_with_a_payment_method_becomes_paid_starter(tenants, ope
     invoices = {i["period"]: i for i in (await t.request("GET", "/v1/invoices/")).json()}
     april = (await t.request("GET", f"/v1/invoices/{invoices['2026-04']['number']}")).json()
     assert [(line["kind"], line["amount_pence"]) for line in april["lines"]] == [("trial", 0)]
-    assert april["lines"][0]["description"] == "Starter trial, 10–30 April 2026 (21 of 30 days), free"
+    assert (
+        april["lines"][0]["description"] == "Starter trial, 10–30 April 2026 (21 of 30 days), free"
+    )
     assert april["status"] == "paid"  # nothing due
     may = (await t.request("GET", f"/v1/invoices/{invoices['2026-05']['number']}")).json()
     # The trial owns 1-10 May (it was in force when the 10th began); Starter 11-31 May.
-    assert [(line["kind"], line["amount_pence"]) for line in may["lines"]] == [("trial", 0), ("proration", 2371)]
+    assert [(line["kind"], line["amount_pence"]) for line in may["lines"]] == [
+        ("trial", 0),
+        ("proration", 2371),
+    ]
     assert may["total"] == "£23.71"  # 3500 x 21/31 = 2370.97

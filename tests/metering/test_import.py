@@ -32,7 +32,9 @@ async def _april_egress(t) -> int:
         ({"quantiy": 3}, "quantiy", "is not a known field"),
     ],
 )
-async def test_a_bad_event_refuses_the_whole_batch_and_names_event_and_field(tenants, operator, change, field, words):
+async def test_a_bad_event_refuses_the_whole_batch_and_names_event_and_field(
+    tenants, operator, change, field, words
+):
     t = await tenants.create()
     good = egress(t.id, 1000, at("2026-04-02"))
     bad = {**egress(t.id, 7, at("2026-04-03")), **change}
@@ -42,7 +44,9 @@ async def test_a_bad_event_refuses_the_whole_batch_and_names_event_and_field(ten
     assert body["error"].startswith("event 1")
     assert f"{field} " in body["error"] and words in body["error"]
     assert "Nothing from this batch was written" in body["error"]
-    assert body["detail"]["errors"][0]["index"] == 1 and body["detail"]["errors"][0]["field"] == field
+    assert (
+        body["detail"]["errors"][0]["index"] == 1 and body["detail"]["errors"][0]["field"] == field
+    )
     assert await _april_egress(t) == 0  # not even the good event
 
 

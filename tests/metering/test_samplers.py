@@ -21,9 +21,13 @@ async def _usage(t, period: str) -> dict:
 async def test_a_node_counts_for_each_day_it_was_enrolled_and_not_revoked(tenants, hangar):
     t = await tenants.create()
     await add_node(hangar, t.id, enrolled_at=at("2026-03-01", 9))
-    await add_node(hangar, t.id, enrolled_at=at("2026-03-09", 23))  # late on the 9th: counts the 9th
+    await add_node(
+        hangar, t.id, enrolled_at=at("2026-03-09", 23)
+    )  # late on the 9th: counts the 9th
     await add_node(hangar, t.id, enrolled_at=at("2026-03-01"), revoked_at=at("2026-03-08", 12))
-    await add_node(hangar, t.id, enrolled_at=at("2026-03-01"), revoked_at=at("2026-03-08"))  # gone at 00:00
+    await add_node(
+        hangar, t.id, enrolled_at=at("2026-03-01"), revoked_at=at("2026-03-08")
+    )  # gone at 00:00
     await add_node(hangar, t.id, enrolled_at=at("2026-03-11"))  # not yet enrolled
 
     # As of 10 March, noon: today and the three days before (7th..10th).
@@ -32,7 +36,10 @@ async def test_a_node_counts_for_each_day_it_was_enrolled_and_not_revoked(tenant
     usage = await _usage(t, "2026-03")
     assert usage["totals"]["device_days"] == 4 + 2 + 2 + 1
     assert [(d["date"], d["device_days"]) for d in usage["daily"]] == [
-        ("2026-03-07", 3), ("2026-03-08", 2), ("2026-03-09", 2), ("2026-03-10", 2),
+        ("2026-03-07", 3),
+        ("2026-03-08", 2),
+        ("2026-03-09", 2),
+        ("2026-03-10", 2),
     ]
     assert usage["totals"]["device_months"] == "0.290323"  # 9 / 31
 
@@ -63,7 +70,9 @@ async def test_two_schedulers_at_once_count_each_device_day_once(tenants, hangar
     assert usage["totals"]["device_days"] == 8  # 17th..20th and 21st..24th
 
 
-async def test_storage_is_sampled_per_hour_with_distinct_blobs_counted_once(tenants, hangar, tmp_path):
+async def test_storage_is_sampled_per_hour_with_distinct_blobs_counted_once(
+    tenants, hangar, tmp_path
+):
     t = await tenants.create()
     one = write_gguf(tmp_path / "one.gguf", seed=1)
     two = write_gguf(tmp_path / "two.gguf", seed=2)
