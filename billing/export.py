@@ -74,7 +74,7 @@ async def export_rows(
     stmt = filter_invoices(stmt, tenant_id=tenant_id, period=period, status=status)
     rows: list[dict[str, Any]] = []
     for invoice, tenant, line in await session.execute(
-        stmt.order_by(Invoice.number, InvoiceLine.position)
+        stmt.order_by(Invoice.period, Invoice.number, InvoiceLine.position)
     ):
         rows.append(
             {

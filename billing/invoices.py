@@ -53,6 +53,7 @@ def _summary(invoice: Invoice, tenant: str, credited: int) -> InvoiceSummary:
         paid_at=invoice.paid_at,
         stripe_invoice_id=invoice.stripe_invoice_id,
         stripe_state=invoice.stripe_state,
+        stripe_error=invoice.stripe_error,
     )
 
 
@@ -98,7 +99,9 @@ async def list_invoices(
 ) -> list[InvoiceSummary]:
     stmt = select(Invoice, Tenant.name, _credited()).join(Tenant, Tenant.id == Invoice.tenant_id)
     stmt = filter_invoices(stmt, tenant_id=tenant_id, period=period, status=status)
-    rows = await session.execute(stmt.order_by(Invoice.period.desc(), Invoice.number).limit(limit))
+    rows = await session.execute(
+        stmt.order_by(Invoice.period.desc(), Invoice.finalized_at, Invoice.number).limit(limit)
+    )
     return [_summary(invoice, name, credited) for invoice, name, credited in rows]
 
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from metering.schemas import UsageReport
 
@@ -51,6 +51,8 @@ class InvoiceSummary(BaseModel):
     paid_at: datetime | None
     stripe_invoice_id: str | None
     stripe_state: str | None
+    # Why the last push to Stripe did not complete, for reconciliation.
+    stripe_error: str | None = None
 
 
 class InvoiceOut(InvoiceSummary):
@@ -110,16 +112,21 @@ class AccountOut(BaseModel):
 class PlanChange(BaseModel):
     plan: Literal["trial", "starter", "payg", "enterprise"]
     # Default now. Operators may backdate (migrations) but not into an invoiced month.
-    effective_at: datetime | None = None
+    effective_at: AwareDatetime | None = None
 
 
 class TenantPlanChoice(BaseModel):
     plan: Literal["starter", "payg"]
 
 
+# Amounts stay well inside a BIGINT, and quantities inside NUMERIC(24, 9).
+MAX_PENCE = 10**15
+Quantity = Field(default=Decimal(0), ge=0, max_digits=24, decimal_places=9)
+
+
 class SpendCap(BaseModel):
     # Pence; null removes the cap.
-    cap_pence: int | None = Field(ge=0)
+    cap_pence: int | None = Field(ge=0, le=MAX_PENCE)
 
 
 class PaymentMethodIn(BaseModel):
@@ -127,28 +134,31 @@ class PaymentMethodIn(BaseModel):
 
 
 class ContractIn(BaseModel):
-    monthly_fee_pence: int = Field(ge=0)
+    monthly_fee_pence: int = Field(ge=0, le=MAX_PENCE)
+    # Unit prices in pence; fractions of a penny are allowed (4 places).
     device_month_pence: Decimal = Field(ge=0, max_digits=14, decimal_places=4)
     storage_gb_month_pence: Decimal = Field(ge=0, max_digits=14, decimal_places=4)
     egress_gb_pence: Decimal = Field(ge=0, max_digits=14, decimal_places=4)
-    included_device_months: Decimal = Field(default=Decimal(0), ge=0)
-    included_storage_gb_months: Decimal = Field(default=Decimal(0), ge=0)
-    included_egress_gb: Decimal = Field(default=Decimal(0), ge=0)
-    max_nodes: int | None = Field(default=None, ge=0)
-    max_storage_gb: Decimal | None = Field(default=None, ge=0)
-    max_egress_gb: Decimal | None = Field(default=None, ge=0)
-    spend_cap_pence: int | None = Field(default=None, ge=0)
+    # Included per full month, prorated by day.
+    included_device_months: Decimal = Quantity
+    included_storage_gb_months: Decimal = Quantity
+    included_egress_gb: Decimal = Quantity
+    max_nodes: int | None = Field(default=None, ge=0, le=10**9)
+    max_storage_gb: Decimal | None = Field(default=None, ge=0, max_digits=24, decimal_places=9)
+    max_egress_gb: Decimal | None = Field(default=None, ge=0, max_digits=24, decimal_places=9)
+    spend_cap_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
     payment_terms_days: int = Field(default=30, ge=0, le=365)
-    note: str = ""
-    effective_at: datetime | None = None
+    note: str = Field(default="", max_length=10_000)
+    effective_at: AwareDatetime | None = None
 
 
 class ContractOut(ContractIn):
     id: uuid.UUID
     tenant_id: uuid.UUID
     created_at: datetime
+    effective_at: datetime | None = None
 
 
 class CreditNoteIn(BaseModel):
-    amount_pence: int = Field(gt=0)
+    amount_pence: int = Field(gt=0, le=MAX_PENCE)
     reason: str = Field(min_length=3, max_length=1000)

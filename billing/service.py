@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text
@@ -110,7 +110,8 @@ async def usage_overview(
 ) -> UsageOverview:
     state = await standing(session, tenant_id=tenant_id, trial_days=trial_days)
     report = await usage_report(session, tenant_id=tenant_id, period=period)
-    terms = state.at(min(now, period.end)).terms
+    # The plan shown is the one in force now, or at the end of a past period.
+    terms = state.at(min(now, period.end - timedelta(microseconds=1))).terms
     # Limits describe where the tenant stands now, so only the current period shows them.
     limits = await limit_status(session, state, now=now) if period == Period.containing(now) else []
     return UsageOverview(

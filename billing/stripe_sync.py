@@ -339,8 +339,10 @@ async def sync_invoices(
     tenant_id: uuid.UUID | None = None,
 ) -> SyncReport:
     """Push what Stripe does not have yet, oldest first (one tenant's only, if given).
-    Per tenant, a later invoice waits until the earlier one is through, so pending
-    invoice items never mix."""
+
+    Per tenant, an invoice whose push failed before its Stripe invoice existed holds
+    back the tenant's later ones: its invoice items may be pending on the customer,
+    and the next Stripe invoice created for that customer would take them."""
     report = SyncReport()
     if not client.enabled:
         report.skipped = "Stripe is not configured (HANGAR_STRIPE_API_KEY is empty)"
@@ -352,14 +354,8 @@ async def sync_invoices(
                 .join(Tenant, Tenant.id == Invoice.tenant_id)
                 .join(BillingAccount, BillingAccount.tenant_id == Invoice.tenant_id)
                 .where(_needs_push())
-                .where(
-                    or_(
-                        Invoice.stripe_next_attempt_at.is_(None),
-                        Invoice.stripe_next_attempt_at <= now,
-                    )
-                )
                 .where(Invoice.tenant_id == tenant_id if tenant_id else true())
-                .order_by(Invoice.number)
+                .order_by(Invoice.period, Invoice.finalized_at, Invoice.number)
                 .limit(limit)
             )
         )
@@ -368,11 +364,15 @@ async def sync_invoices(
     for invoice, tenant, account in rows:
         if tenant.id in held:
             continue
-        held.add(tenant.id)
+        if invoice.stripe_next_attempt_at is not None and invoice.stripe_next_attempt_at > now:
+            if invoice.stripe_invoice_id is None:
+                held.add(tenant.id)
+            continue
         try:
             await sync.push(invoice, tenant, account)
             report.invoices += 1
         except (StripeError, StripeUnavailable) as exc:
+            held.add(tenant.id)
             report.failed += 1
             report.errors.append(f"{invoice.number}: {exc}")
             log.warning("stripe sync of %s failed: %s", invoice.number, exc)

@@ -238,3 +238,21 @@ async def test_operator_lists_and_exports_across_tenants(tenants, operator, hang
     assert a.name in {i["tenant"] for i in everyone}
     bad = await operator.request("GET", "/v1/operator/invoices/", params={"status": "pending"})
     assert bad.status_code == 400 and "use one of draft, open" in bad.json()["error"]
+
+
+async def test_plan_changes_need_a_time_with_its_utc_offset(tenants, operator):
+    t = await tenants.create()
+    resp = await operator.request(
+        "PUT",
+        f"/v1/tenants/{t.name}/plan",
+        json={"plan": "payg", "effective_at": "2026-04-01T00:00:00"},
+    )
+    assert resp.status_code == 400 and "timezone" in resp.text
+    unknown = await operator.request(
+        "PUT", "/v1/tenants/no-such-tenant/plan", json={"plan": "payg"}
+    )
+    assert unknown.status_code == 404 and "hangar tenants ls" in unknown.json()["error"]
+    enterprise = await operator.request(
+        "PUT", f"/v1/tenants/{t.name}/plan", json={"plan": "enterprise"}
+    )
+    assert enterprise.status_code == 400 and "hangar contracts set" in enterprise.json()["error"]

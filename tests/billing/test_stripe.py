@@ -241,3 +241,39 @@ async def test_webhook_signature_is_checked_and_a_bad_one_changes_nothing(
     )
     assert again.json()["result"] == "already applied"
     assert (await _ours(t, summary["number"]))["status"] == "paid"
+
+
+async def test_a_failed_push_holds_back_the_tenants_later_invoices(
+    tenants, operator, hangar, settings, localstripe
+):
+    t = await tenants.create(plan="payg")
+    await operator.set_plan(t.name, "payg", at("2024-05-01"))
+    node = str(uuid.uuid4())
+    await operator.imported(
+        device_days(t.id, node, date(2024, 5, 1), date(2024, 6, 30))
+        + [egress(t.id, GB, at("2024-05-05")), egress(t.id, 2 * GB, at("2024-06-05"))]
+    )
+    assert (
+        await t.request(
+            "PUT", "/v1/billing/payment-method", json={"payment_method": "pm_card_visa"}
+        )
+    ).status_code == 200
+    await run_job(hangar, "period-close", now=at("2024-07-02"))
+    mine = {i["period"]: i for i in (await t.request("GET", "/v1/invoices/")).json()}
+    tenant_id = uuid.UUID(t.id)
+
+    flaky = StripeClient(settings.stripe, transport=FlakyTransport(1))  # May's 2nd item is lost
+    try:
+        await sync_invoices(hangar.sessions, flaky, now=utcnow(), tenant_id=tenant_id)
+    finally:
+        await flaky.close()
+    # May waits for its retry; June must not go first (it would take May's pending item).
+    waiting = await sync_invoices(hangar.sessions, hangar.stripe, now=utcnow(), tenant_id=tenant_id)
+    assert waiting.invoices == 0
+    later = await sync_invoices(
+        hangar.sessions, hangar.stripe, now=utcnow() + timedelta(hours=1), tenant_id=tenant_id
+    )
+    assert later.invoices == 2
+    theirs = (await stripe_get(localstripe, "/v1/invoices", customer=await _customer(t)))["data"]
+    by_number = {i["metadata"]["hangar_number"]: i["subtotal"] for i in theirs}
+    assert by_number == {i["number"]: i["total_pence"] for i in mine.values()}
