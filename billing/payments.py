@@ -34,18 +34,19 @@ async def set_payment_method(
     if stripe.enabled:
         sync = StripeSync(sessions=sessions, client=stripe, now=now)
         try:
-            customer = await sync.ensure_customer(state.tenant)
-            attached = await stripe.post(
-                f"/v1/payment_methods/{payment_method}/attach",
-                {"customer": customer},
-                idempotency_key=f"hangar:attach:{tenant_id}:{payment_method}",
-            )
-            method = attached["id"]
-            await stripe.post(
-                f"/v1/customers/{customer}",
-                {"invoice_settings": {"default_payment_method": method}},
-                idempotency_key=f"hangar:default-pm:{tenant_id}:{method}",
-            )
+            async with sync.tenant_lock(tenant_id):
+                customer = await sync.ensure_customer(state.tenant)
+                attached = await stripe.post(
+                    f"/v1/payment_methods/{payment_method}/attach",
+                    {"customer": customer},
+                    idempotency_key=f"hangar:attach:{tenant_id}:{payment_method}",
+                )
+                method = attached["id"]
+                await stripe.post(
+                    f"/v1/customers/{customer}",
+                    {"invoice_settings": {"default_payment_method": method}},
+                    idempotency_key=f"hangar:default-pm:{tenant_id}:{method}",
+                )
         except StripeError as exc:
             if exc.status == 402:
                 raise PaymentRequired(

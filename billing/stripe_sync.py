@@ -15,14 +15,16 @@ the point is to remember what Stripe already has even if the next step fails.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, true, update
+from sqlalchemy import or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -57,6 +59,18 @@ class StripeSync:
         self.sessions = sessions
         self.client = client
         self.now = now
+
+    @asynccontextmanager
+    async def tenant_lock(self, tenant_id: uuid.UUID) -> AsyncIterator[None]:
+        """One conversation with Stripe per tenant at a time, across processes: two
+        syncs, or a sync and a payment-method change, must not both decide that the
+        customer (or an item) does not exist yet and create it twice."""
+        key = int.from_bytes(
+            hashlib.sha256(f"hangar-stripe:{tenant_id}".encode()).digest()[:8], "big", signed=True
+        )
+        async with self.sessions() as session, session.begin():
+            await session.execute(text("select pg_advisory_xact_lock(:k)"), {"k": key})
+            yield
 
     # --- our record of what was sent ---------------------------------------------
 
@@ -369,7 +383,8 @@ async def sync_invoices(
                 held.add(tenant.id)
             continue
         try:
-            await sync.push(invoice, tenant, account)
+            async with sync.tenant_lock(tenant.id):
+                await sync.push(invoice, tenant, account)
             report.invoices += 1
         except (StripeError, StripeUnavailable) as exc:
             held.add(tenant.id)

@@ -277,3 +277,20 @@ async def test_a_failed_push_holds_back_the_tenants_later_invoices(
     theirs = (await stripe_get(localstripe, "/v1/invoices", customer=await _customer(t)))["data"]
     by_number = {i["metadata"]["hangar_number"]: i["subtotal"] for i in theirs}
     assert by_number == {i["number"]: i["total_pence"] for i in mine.values()}
+
+
+async def test_two_syncs_at_once_create_one_stripe_invoice(
+    tenants, operator, hangar, settings, localstripe
+):
+    t, summary = await invoiced(tenants, operator, hangar, "2024-06")
+    other = StripeClient(settings.stripe)  # as if on a second scheduler, without the job lock
+    try:
+        await asyncio.gather(
+            sync_invoices(hangar.sessions, hangar.stripe, now=utcnow(), tenant_id=uuid.UUID(t.id)),
+            sync_invoices(hangar.sessions, other, now=utcnow(), tenant_id=uuid.UUID(t.id)),
+        )
+    finally:
+        await other.close()
+    theirs = (await stripe_get(localstripe, "/v1/invoices", customer=await _customer(t)))["data"]
+    assert len(theirs) == 1 and theirs[0]["subtotal"] == summary["total_pence"]
+    assert (await _ours(t, summary["number"]))["status"] == "paid"
