@@ -48,6 +48,11 @@ def _gbp(pence: int | str | Decimal) -> str:
     return f"-£{-value:,.2f}" if value < 0 else f"£{value:,.2f}"
 
 
+def _quantity(value: str) -> str:
+    """'2.500000000' -> '2.5', '10' -> '10' (no trailing zeros, no exponent)."""
+    return f"{Decimal(value).normalize():f}"
+
+
 def _pence(pounds: str, what: str) -> Decimal:
     """'12.50' (pounds) -> 1250 pence; fractions of a penny allowed for unit prices."""
     try:
@@ -185,7 +190,7 @@ def _show_invoice(invoice: dict) -> None:
             [
                 line["position"],
                 line["description"],
-                line["quantity"].rstrip("0").rstrip("."),
+                _quantity(line["quantity"]),
                 line["unit"],
                 _gbp(line["unit_price_pence"]),
                 _gbp(line["amount_pence"]),
