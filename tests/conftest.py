@@ -20,6 +20,7 @@ from services.components import Components
 from services.embedded import EmbeddedPostgres, EmbeddedS3
 from services.migrate import upgrade
 from services.settings import DatabaseSettings, RegistrySettings, S3Settings, Settings, StripeSettings
+from tests.billing.scripts import Operator
 from tests.factories import Tenants
 from tests.localstripe_server import LocalStripe
 
@@ -117,7 +118,6 @@ def smollm2() -> Path:
 
 
 @pytest.fixture
-def operator(http, settings):
-    from tests.billing.scripts import Operator
-
+def operator(http, settings) -> Operator:
+    """The platform operator's client: usage imports, plans, contracts."""
     return Operator(http, settings.operator_token.get_secret_value())
