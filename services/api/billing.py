@@ -61,8 +61,9 @@ class AccountController(Controller):
     async def spend_cap(
         self, db: AsyncSession, principal: Principal, hangar: Components, data: SpendCap
     ) -> AccountOut:
-        """Pay-as-you-go monthly cap in pence (null removes it): past it, uploads and
-        downloads are refused with 402 and the invoice never exceeds it."""
+        """Monthly spend cap in pence (null removes it), in force while on
+        pay-as-you-go: past it, uploads and downloads are refused with 402 and the
+        invoice never exceeds it. Enterprise caps come from the contract."""
         principal.require()
         trial_days = hangar.settings.billing.trial_days
         await set_spend_cap(

@@ -64,3 +64,66 @@ async def test_operator_scripts_a_month_and_finance_exports_it(
         await cli(base_url, "invoices", "ls", "--period", "2026-04", "--json", token=finance)
     )
     assert [(i["number"], i["total"]) for i in listed] == [(rows[0]["invoice"], "£6.66")]
+
+
+async def test_contracts_credit_notes_and_the_spend_cap_from_the_cli(
+    tenants, settings, base_url, hangar
+):
+    op = settings.operator_token.get_secret_value()
+    t = await tenants.create()
+    await cli(
+        base_url,
+        "contracts",
+        "set",
+        t.name,
+        "--monthly-fee",
+        "1000",
+        "--device-month",
+        "4.50",
+        "--storage-gb-month",
+        "0.04",
+        "--egress-gb",
+        "0.10",
+        "--included-egress-gb",
+        "500",
+        "--max-nodes",
+        "40",
+        "--payment-terms",
+        "45",
+        "--from",
+        "2025-01-01T00:00:00Z",
+        operator=op,
+    )
+    contract = json.loads(await cli(base_url, "contracts", "show", t.name, "--json", operator=op))
+    assert (contract["monthly_fee_pence"], contract["device_month_pence"]) == (100000, "450.0000")
+    assert contract["max_nodes"] == 40 and contract["payment_terms_days"] == 45
+
+    await run_job(hangar, "period-close", now=at("2025-02-02", 1))
+    invoice = json.loads(
+        await cli(base_url, "invoices", "ls", "--period", "2025-01", "--json", token=t.key)
+    )[0]
+    assert invoice["total"] == "£1,000.00"
+    note = await cli(
+        base_url,
+        "invoices",
+        "credit",
+        invoice["number"],
+        "--amount",
+        "12.50",
+        "--reason",
+        "SLA credit",
+        operator=op,
+    )
+    assert "£12.50 against" in note
+    shown = json.loads(
+        await cli(base_url, "invoices", "show", invoice["number"], "--json", token=t.key)
+    )
+    assert shown["credited_pence"] == 1250
+
+    assert (
+        json.loads(await cli(base_url, "billing", "show", "--json", token=t.key))["plan"]
+        == "enterprise"
+    )
+    await cli(base_url, "tenants", "plan", t.name, "payg", operator=op)
+    capped = await cli(base_url, "billing", "cap", "20", token=t.key)
+    assert "Pay-as-you-go" in capped and "spend cap: £20.00" in capped
