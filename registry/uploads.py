@@ -248,7 +248,9 @@ class Uploads:
                 await self._check_digest(upload, expected, actual, completed=False)
             # billing: checked again with the real size; a refusal keeps the session, so
             # the client can free space and complete it then.
-            await self.quota.check_upload_complete(tenant_id=tenant_id, digest=actual or expected, size=size)
+            await self.quota.check_upload_complete(
+                tenant_id=tenant_id, digest=actual or expected, size=size
+            )
             await self.store.complete_multipart(
                 upload.s3_key, upload.s3_upload_id, [(p["n"], p["etag"]) for p in upload.parts]
             )

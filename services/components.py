@@ -37,8 +37,12 @@ class Components:
             engine=engine,
             sessions=sessions,
             store=store,
-            uploads=Uploads(sessions=sessions, store=store, settings=settings.registry, quota=quotas),
-            downloads=Downloads(sessions=sessions, store=store, settings=settings.registry, quota=quotas),
+            uploads=Uploads(
+                sessions=sessions, store=store, settings=settings.registry, quota=quotas
+            ),
+            downloads=Downloads(
+                sessions=sessions, store=store, settings=settings.registry, quota=quotas
+            ),
             quotas=quotas,
             stripe=StripeClient(settings.stripe),
         )

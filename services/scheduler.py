@@ -42,15 +42,18 @@ async def _storage_sample(hangar: Components, now: datetime) -> Any:
 
 
 async def _device_count(hangar: Components, now: datetime) -> Any:
-    return await billing_jobs.run_device_count(hangar.sessions, now=now, settings=hangar.settings.billing)
+    settings = hangar.settings.billing
+    return await billing_jobs.run_device_count(hangar.sessions, now=now, settings=settings)
 
 
 async def _trial_expiry(hangar: Components, now: datetime) -> Any:
-    return await billing_jobs.run_trial_expiry(hangar.sessions, now=now, settings=hangar.settings.billing)
+    settings = hangar.settings.billing
+    return await billing_jobs.run_trial_expiry(hangar.sessions, now=now, settings=settings)
 
 
 async def _period_close(hangar: Components, now: datetime) -> Any:
-    return await billing_jobs.run_period_close(hangar.sessions, now=now, settings=hangar.settings.billing)
+    settings = hangar.settings.billing
+    return await billing_jobs.run_period_close(hangar.sessions, now=now, settings=settings)
 
 
 async def _stripe_sync(hangar: Components, now: datetime) -> Any:
@@ -61,9 +64,10 @@ JOBS: dict[str, Job] = {
     job.name: job
     for job in [
         Job("gc", CronTrigger(minute=17), _gc, "abort stale uploads, delete unused blobs and orphaned objects"),
-        Job("storage-sample", CronTrigger(minute=5), _storage_sample, "record each tenant's stored bytes for this hour"),
+        Job("storage-sample", CronTrigger(minute=5), _storage_sample,
+            "record each tenant's stored bytes for this hour"),
         Job("device-count", CronTrigger(hour="*/6", minute=10), _device_count,
-            "record a device-day for every node enrolled and not revoked, today and the days before"),
+            "record a device-day per node enrolled and not revoked, today and the days before"),
         Job("trial-expiry", CronTrigger(minute=25), _trial_expiry,
             "end Starter trials after 30 days: paid Starter with a card on file, else paused"),
         Job("period-close", CronTrigger(hour=1, minute=30), _period_close,
@@ -78,7 +82,9 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"hangar-job:{name}".encode()).digest()[:8], "big", signed=True)
 
 
-async def run_job(hangar: Components, name: str, *, now: datetime | None = None) -> dict[str, Any] | None:
+async def run_job(
+    hangar: Components, name: str, *, now: datetime | None = None
+) -> dict[str, Any] | None:
     """Run one job now (or as of ``now``). Returns its report, or None if another
     process holds it."""
     job = JOBS[name]

@@ -19,7 +19,13 @@ from services.api.app import create_app
 from services.components import Components
 from services.embedded import EmbeddedPostgres, EmbeddedS3
 from services.migrate import upgrade
-from services.settings import DatabaseSettings, RegistrySettings, S3Settings, Settings, StripeSettings
+from services.settings import (
+    DatabaseSettings,
+    RegistrySettings,
+    S3Settings,
+    Settings,
+    StripeSettings,
+)
 from tests.billing.scripts import Operator
 from tests.factories import Tenants
 from tests.localstripe_server import LocalStripe
@@ -65,7 +71,9 @@ def settings(stack, localstripe) -> Settings:
         # Small parts so resumable uploads are exercised with small files (S3's minimum is 5 MiB).
         registry=RegistrySettings(part_size=5 * 1024 * 1024),
         stripe=StripeSettings(
-            api_base=localstripe, api_key=SecretStr(STRIPE_KEY), webhook_secret=SecretStr(WEBHOOK_SECRET),
+            api_base=localstripe,
+            api_key=SecretStr(STRIPE_KEY),
+            webhook_secret=SecretStr(WEBHOOK_SECRET),
             backoff_seconds=0.01,
         ),
     )

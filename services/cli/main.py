@@ -234,7 +234,9 @@ def jobs_ls() -> None:
 @jobs.command("run")
 def jobs_run(
     name: str,
-    at: Annotated[str | None, typer.Option(help="act as of this ISO time (backfills), default now")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="act as of this ISO time (backfills), default now")
+    ] = None,
 ) -> None:
     """Run one job now, against HANGAR_DATABASE_URL and HANGAR_S3_* (idempotent)."""
     import asyncio
@@ -248,7 +250,9 @@ def jobs_run(
     try:
         now = datetime.fromisoformat(at).astimezone(UTC) if at else None
     except ValueError:
-        raise typer.BadParameter(f"--at {at!r} is not an ISO time such as 2026-05-02T01:00:00Z") from None
+        raise typer.BadParameter(
+            f"--at {at!r} is not an ISO time such as 2026-05-02T01:00:00Z"
+        ) from None
 
     async def go():
         hangar = Components.build(_settings())
