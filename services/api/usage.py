@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
+from litestar.exceptions import SerializationException
+from litestar.serialization import decode_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import service
@@ -58,8 +59,8 @@ class UsageImportController(Controller):
         ``{"events": [{"tenant_id", "id", "meter", "quantity", "occurred_at", ...}]}``.
         All or nothing, idempotent on (tenant, event id)."""
         try:
-            payload = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError as exc:
+            payload = decode_json(await request.body())
+        except SerializationException as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         return await service.import_usage(
             db, payload=payload, now=utcnow(), max_events=hangar.settings.billing.import_max_events
