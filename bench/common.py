@@ -7,7 +7,9 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,9 +18,24 @@ from services.embedded import EmbeddedPostgres, EmbeddedS3, free_port
 from services.migrate import upgrade
 
 
+@dataclass
+class Stack:
+    base: str
+    operator_token: str
+    s3: EmbeddedS3
+    database_url: str
+
+
 @contextmanager
 def hangar_stack(root: Path, *, part_size: int = 16 * 1024 * 1024):
     """Yield (base_url, operator_token, s3) with a Hangar API process on loopback."""
+    with hangar_api(root, part_size=part_size) as stack:
+        yield stack.base, stack.operator_token, stack.s3
+
+
+@contextmanager
+def hangar_api(root: Path, *, part_size: int = 16 * 1024 * 1024) -> Iterator[Stack]:
+    """The same, also giving the database URL (for baselines measured in the database)."""
     pg, s3 = EmbeddedPostgres(root), EmbeddedS3(root)
     url = pg.start()
     try:
@@ -46,7 +63,7 @@ def hangar_stack(root: Path, *, part_size: int = 16 * 1024 * 1024):
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            yield base, token, s3
+            yield Stack(base, token, s3, url)
         finally:
             api.terminate()
             api.wait(10)

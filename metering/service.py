@@ -28,7 +28,6 @@ async def record_event(
     stmt = (
         insert(UsageEvent)
         .values(
-            id=uuid.uuid4(),
             tenant_id=tenant_id,
             event_id=event_id,
             meter=meter,

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from metering.service import record_event
 from registry import service
+from registry.quota import NoQuota, Quota
 from services.db import transaction, utcnow
 from services.errors import RangeNotSatisfiable
 from services.objectstore import ObjectStore
@@ -71,10 +72,12 @@ class Downloads:
         sessions: async_sessionmaker[AsyncSession],
         store: ObjectStore,
         settings: RegistrySettings,
+        quota: Quota | None = None,
     ):
         self.sessions = sessions
         self.store = store
         self.settings = settings
+        self.quota = quota or NoQuota()
         self._recording: set[asyncio.Task] = set()
 
     async def open(
@@ -98,6 +101,8 @@ class Downloads:
         byte_range = parse_range(range_header, blob.size)
         if not send_body:
             return Download(version.digest, blob.size, byte_range, _empty())
+        # billing: refuse a download past the plan's egress limit before sending a byte.
+        await self.quota.check_download(tenant_id=tenant_id, nbytes=byte_range.length)
         chunks = await self.store.open_range(
             blob.s3_key, byte_range.start, byte_range.end, self.settings.download_chunk_size
         )

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from registry import service
 from registry.gguf import GGUFInfo, InvalidGGUF, parse_header
 from registry.models import Blob, UploadSession
+from registry.quota import NoQuota, Quota
 from registry.schemas import PushResult, check_digest, check_name
 from services.db import transaction, utcnow
 from services.errors import BadRequest, Conflict, NotFound
@@ -51,10 +52,12 @@ class Uploads:
         sessions: async_sessionmaker[AsyncSession],
         store: ObjectStore,
         settings: RegistrySettings,
+        quota: Quota | None = None,
     ):
         self.sessions = sessions
         self.store = store
         self.settings = settings
+        self.quota = quota or NoQuota()
         self._progress: dict[uuid.UUID, _Progress] = {}
         self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -79,6 +82,8 @@ class Uploads:
         check_name(tag, what="tag")
         if digest is not None:
             check_digest(digest)
+        # billing: refuse an upload past the plan's storage limit before any bytes move.
+        await self.quota.check_upload_start(tenant_id=tenant_id, size=size)
         upload_id = uuid.uuid4()
         key = f"tenants/{tenant_id}/blobs/{upload_id}"
         s3_upload_id = await self.store.create_multipart(key)
@@ -247,6 +252,11 @@ class Uploads:
             if progress and progress.hasher is not None and progress.committed == size:
                 actual = "sha256:" + progress.hasher.hexdigest()
                 await self._check_digest(upload, expected, actual, completed=False)
+            # billing: checked again with the real size; a refusal keeps the session, so
+            # the client can free space and complete it then.
+            await self.quota.check_upload_complete(
+                tenant_id=tenant_id, digest=actual or expected, size=size
+            )
             try:
                 await self.store.complete_multipart(
                     upload.s3_key, upload.s3_upload_id, [(p["n"], p["etag"]) for p in upload.parts]

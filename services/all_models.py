@@ -1,5 +1,6 @@
 """Import every ORM model so ``Base.metadata`` is complete (Alembic, tests)."""
 
+from billing import models as billing_models  # noqa: F401
 from metering import models as metering_models  # noqa: F401
 from registry import models as registry_models  # noqa: F401
 from services.db import Base

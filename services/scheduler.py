@@ -7,16 +7,17 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, is_dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 
+from billing import jobs as billing_jobs
 from registry.gc import collect_garbage
 from services.components import Components
-from services.db import transaction
+from services.db import transaction, utcnow
 from services.fleet.nodes import mark_offline
 
 log = logging.getLogger("hangar.jobs")
@@ -26,20 +27,45 @@ log = logging.getLogger("hangar.jobs")
 class Job:
     name: str
     trigger: CronTrigger
-    run: Callable[[Components], Awaitable[Any]]
+    # Called with the components and the time to act as of (now, unless a test or an
+    # operator backfilling asks for another).
+    run: Callable[[Components, datetime], Awaitable[Any]]
     help: str
 
 
-async def _gc(hangar: Components) -> Any:
+async def _gc(hangar: Components, now: datetime) -> Any:
     stale = timedelta(hours=hangar.settings.registry.stale_upload_hours)
     return await collect_garbage(hangar.sessions, hangar.store, stale_after=stale)
 
 
-async def _offline(hangar: Components) -> Any:
+async def _offline(hangar: Components, now: datetime) -> Any:
     after = timedelta(seconds=hangar.settings.fleet.offline_after_seconds)
     async with transaction(hangar.sessions) as session:
-        went_offline = await mark_offline(session, offline_after=after)
+        went_offline = await mark_offline(session, offline_after=after, now=now)
     return {"went_offline": [str(i) for i in went_offline]}
+
+
+async def _storage_sample(hangar: Components, now: datetime) -> Any:
+    return await billing_jobs.run_storage_sample(hangar.sessions, now=now)
+
+
+async def _device_count(hangar: Components, now: datetime) -> Any:
+    settings = hangar.settings.billing
+    return await billing_jobs.run_device_count(hangar.sessions, now=now, settings=settings)
+
+
+async def _trial_expiry(hangar: Components, now: datetime) -> Any:
+    settings = hangar.settings.billing
+    return await billing_jobs.run_trial_expiry(hangar.sessions, now=now, settings=settings)
+
+
+async def _period_close(hangar: Components, now: datetime) -> Any:
+    settings = hangar.settings.billing
+    return await billing_jobs.run_period_close(hangar.sessions, now=now, settings=settings)
+
+
+async def _stripe_sync(hangar: Components, now: datetime) -> Any:
+    return await billing_jobs.run_stripe_sync(hangar.sessions, now=now, client=hangar.stripe)
 
 
 JOBS: dict[str, Job] = {
@@ -47,6 +73,16 @@ JOBS: dict[str, Job] = {
     for job in [
         Job("gc", CronTrigger(minute=17), _gc, "abort stale uploads, delete unused blobs and orphaned objects"),
         Job("offline", CronTrigger(second=30), _offline, "mark nodes without a recent heartbeat offline"),
+        Job("storage-sample", CronTrigger(minute=5), _storage_sample,
+            "record each tenant's stored bytes for this hour"),
+        Job("device-count", CronTrigger(hour="*/6", minute=10), _device_count,
+            "record a device-day per node enrolled and not revoked, today and the days before"),
+        Job("trial-expiry", CronTrigger(minute=25), _trial_expiry,
+            "end Starter trials after 30 days: paid Starter with a card on file, else paused"),
+        Job("period-close", CronTrigger(hour=1, minute=30), _period_close,
+            "finalize last month's invoices once the grace day has passed (gap-free numbers)"),
+        Job("stripe-sync", CronTrigger(minute="*/10"), _stripe_sync,
+            "push finalized invoices to Stripe and retry failed pushes"),
     ]
 }
 
@@ -55,8 +91,11 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"hangar-job:{name}".encode()).digest()[:8], "big", signed=True)
 
 
-async def run_job(hangar: Components, name: str) -> dict[str, Any] | None:
-    """Run one job now. Returns its report, or None if another process holds it."""
+async def run_job(
+    hangar: Components, name: str, *, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """Run one job now (or as of ``now``). Returns its report, or None if another
+    process holds it."""
     job = JOBS[name]
     async with hangar.engine.connect() as conn:
         got = await conn.scalar(text("select pg_try_advisory_lock(:k)"), {"k": _lock_key(name)})
@@ -65,7 +104,7 @@ async def run_job(hangar: Components, name: str) -> dict[str, Any] | None:
             log.info("job %s is running elsewhere; skipped", name)
             return None
         try:
-            result = await job.run(hangar)
+            result = await job.run(hangar, now or utcnow())
         finally:
             await conn.execute(text("select pg_advisory_unlock(:k)"), {"k": _lock_key(name)})
             await conn.commit()

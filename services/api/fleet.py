@@ -145,7 +145,10 @@ class NodeAgentController(Controller):
     @post("/enroll", status_code=201, security=[])
     async def enroll(self, db: AsyncSession, hangar: Components, data: EnrollRequest) -> EnrollResponse:
         """Exchange an enrollment token and the machine's facts for a node credential."""
-        return await tokens.enroll(db, request=data, heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds)
+        return await tokens.enroll(
+            db, request=data, heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds,
+            trial_days=hangar.settings.billing.trial_days,
+        )
 
     @post("/heartbeat", status_code=200)
     async def heartbeat(self, db: AsyncSession, hangar: Components, principal: Principal, data: Heartbeat) -> HeartbeatReply:

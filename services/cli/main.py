@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from node_runtime.cli import app as node_app
-from services.cli import fleet, transfer
+from services.cli import billing, fleet, transfer
 from services.cli.client import call, out, print_json
 
 app = typer.Typer(help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True)
@@ -24,6 +24,7 @@ app.add_typer(models, name="models")
 app.add_typer(jobs, name="jobs")
 app.add_typer(node_app, name="node")
 fleet.register(app)
+billing.register(app, tenants)
 
 JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 OPERATOR = "HANGAR_OPERATOR_TOKEN"
@@ -234,20 +235,32 @@ def jobs_ls() -> None:
 
 
 @jobs.command("run")
-def jobs_run(name: str) -> None:
+def jobs_run(
+    name: str,
+    at: Annotated[
+        str | None, typer.Option(help="act as of this ISO time (backfills), default now")
+    ] = None,
+) -> None:
     """Run one job now, against HANGAR_DATABASE_URL and HANGAR_S3_* (idempotent)."""
     import asyncio
+    from datetime import UTC, datetime
 
     from services.components import Components
     from services.scheduler import JOBS, run_job
 
     if name not in JOBS:
         raise typer.BadParameter(f"unknown job {name!r}; one of: {', '.join(JOBS)}")
+    try:
+        now = datetime.fromisoformat(at).astimezone(UTC) if at else None
+    except ValueError:
+        raise typer.BadParameter(
+            f"--at {at!r} is not an ISO time such as 2026-05-02T01:00:00Z"
+        ) from None
 
     async def go():
         hangar = Components.build(_settings())
         try:
-            return await run_job(hangar, name)
+            return await run_job(hangar, name, now=now)
         finally:
             await hangar.close()
 

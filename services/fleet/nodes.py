@@ -119,17 +119,20 @@ async def list_reports(
     ]
 
 
-async def mark_offline(session: AsyncSession, *, offline_after: timedelta) -> list[uuid.UUID]:
+async def mark_offline(
+    session: AsyncSession, *, offline_after: timedelta, now: datetime | None = None
+) -> list[uuid.UUID]:
     """Record online -> offline for nodes silent too long. Idempotent: a node already
     marked offline is not matched again, so a second run changes nothing."""
-    cutoff = utcnow() - offline_after
+    now = now or utcnow()
+    cutoff = now - offline_after
     result = await session.execute(
         update(Node)
         .where(
             Node.status == "online", Node.revoked_at.is_(None), Node.disabled_at.is_(None),
             or_(Node.last_seen_at < cutoff, and_(Node.last_seen_at.is_(None), Node.enrolled_at < cutoff)),
         )
-        .values(status="offline", status_changed_at=utcnow())
+        .values(status="offline", status_changed_at=now)
         .returning(Node.id)
         .execution_options(synchronize_session=False)
     )

@@ -100,9 +100,11 @@ async def _usable_token(session: AsyncSession, secret: str) -> EnrollmentToken:
     return token
 
 
-async def enroll(session: AsyncSession, *, request: EnrollRequest, heartbeat_seconds: float) -> EnrollResponse:
+async def enroll(
+    session: AsyncSession, *, request: EnrollRequest, heartbeat_seconds: float, trial_days: int
+) -> EnrollResponse:
     token = await _usable_token(session, request.token)
-    await check_node_limit(session, tenant_id=token.tenant_id)
+    await check_node_limit(session, tenant_id=token.tenant_id, trial_days=trial_days)
     credential = NODE_CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     node = Node(

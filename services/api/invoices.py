@@ -1,0 +1,160 @@
+"""Invoice routes: the tenant's own (admin or finance key) and the operator's, across tenants."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from litestar import Controller, MediaType, Response, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import invoices
+from billing.accounts import resolve_tenant
+from billing.export import export_rows, to_csv
+from billing.schemas import CreditNoteIn, CreditNoteOut, InvoiceOut, InvoiceSummary, LineUsage
+from metering.periods import Period
+from services.api.auth import Principal, provide_operator
+from services.api.usage import period_or_current
+from services.components import Components
+from services.db import utcnow
+from services.tenants.schemas import Scope
+
+Format = Literal["csv", "json"]
+
+
+def _period(period: str | None) -> Period | None:
+    return Period.parse(period) if period else None
+
+
+def _export(rows: list[dict], fmt: Format, name: str) -> Response:
+    if fmt == "json":
+        return Response(rows, media_type=MediaType.JSON)
+    return Response(
+        to_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+class InvoiceController(Controller):
+    path = "/v1/invoices"
+    tags = ["invoices"]
+
+    @get("/")
+    async def list(
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        period: str | None = None,
+        status: str | None = None,
+    ) -> list[InvoiceSummary]:
+        principal.require(Scope.finance)
+        return await invoices.list_invoices(
+            db, tenant_id=principal.tenant_id, period=_period(period), status=status
+        )
+
+    @get("/preview")
+    async def preview(
+        self, db: AsyncSession, principal: Principal, hangar: Components, period: str | None = None
+    ) -> InvoiceOut:
+        """The open period's invoice as it stands (status ``draft``), rated from usage so far."""
+        principal.require(Scope.finance)
+        return await invoices.preview(
+            db,
+            tenant_id=principal.tenant_id,
+            period=period_or_current(period),
+            trial_days=hangar.settings.billing.trial_days,
+        )
+
+    @get("/export")
+    async def export(
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        format: Format = "csv",
+        period: str | None = None,
+        status: str | None = None,
+    ) -> Response:
+        """One row per invoice line (and per credit note)."""
+        principal.require(Scope.finance)
+        rows = await export_rows(
+            db, tenant_id=principal.tenant_id, period=_period(period), status=status
+        )
+        return _export(rows, format, f"invoices-{period or 'all'}")
+
+    @get("/{ref:str}")
+    async def show(self, db: AsyncSession, principal: Principal, ref: str) -> InvoiceOut:
+        principal.require(Scope.finance)
+        return await invoices.get_invoice(db, tenant_id=principal.tenant_id, ref=ref)
+
+    @get("/{ref:str}/lines/{position:int}/usage")
+    async def line_usage(
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        ref: str,
+        position: int,
+        after: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=5000)] = 500,
+    ) -> LineUsage:
+        """The usage events behind one invoice line, oldest first."""
+        principal.require(Scope.finance)
+        return await invoices.line_usage(
+            db, tenant_id=principal.tenant_id, ref=ref, position=position, after=after, limit=limit
+        )
+
+
+class OperatorInvoiceController(Controller):
+    path = "/v1/operator/invoices"
+    tags = ["operator"]
+    dependencies = {"operator": Provide(provide_operator)}
+
+    @get("/")
+    async def list(
+        self,
+        db: AsyncSession,
+        operator: None,
+        tenant: str | None = None,
+        period: str | None = None,
+        status: str | None = None,
+    ) -> list[InvoiceSummary]:
+        tenant_id = (await resolve_tenant(db, tenant)).id if tenant else None
+        return await invoices.list_invoices(
+            db, tenant_id=tenant_id, period=_period(period), status=status
+        )
+
+    @get("/export")
+    async def export(
+        self,
+        db: AsyncSession,
+        operator: None,
+        format: Format = "csv",
+        tenant: str | None = None,
+        period: str | None = None,
+        status: str | None = None,
+    ) -> Response:
+        tenant_id = (await resolve_tenant(db, tenant)).id if tenant else None
+        rows = await export_rows(db, tenant_id=tenant_id, period=_period(period), status=status)
+        return _export(rows, format, f"invoices-{tenant or 'all-tenants'}-{period or 'all'}")
+
+    @get("/{ref:str}")
+    async def show(self, db: AsyncSession, operator: None, ref: str) -> InvoiceOut:
+        return await invoices.get_invoice(db, tenant_id=None, ref=ref)
+
+    @post("/{ref:str}/credit-notes", status_code=201)
+    async def credit(
+        self, db: AsyncSession, hangar: Components, operator: None, ref: str, data: CreditNoteIn
+    ) -> CreditNoteOut:
+        """Correct a finalized invoice: it never changes; the credit note says by how much."""
+        return await invoices.create_credit_note(
+            db,
+            ref=ref,
+            amount_pence=data.amount_pence,
+            reason=data.reason,
+            prefix=hangar.settings.billing.invoice_prefix,
+        )
+
+    @post("/{ref:str}/void", status_code=200)
+    async def void(self, db: AsyncSession, operator: None, ref: str) -> InvoiceOut:
+        return await invoices.void_invoice(db, ref=ref, now=utcnow())

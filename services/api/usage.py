@@ -1,0 +1,67 @@
+"""Usage routes: the tenant's (and finance's) view, and the operator's bulk import."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, get, post
+from litestar.di import Provide
+from litestar.exceptions import SerializationException
+from litestar.serialization import decode_json
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import service
+from billing.schemas import UsageOverview
+from metering.periods import Period
+from metering.schemas import ImportResult
+from services.api.auth import Principal, provide_operator
+from services.components import Components
+from services.db import utcnow
+from services.errors import BadRequest
+from services.tenants.schemas import Scope
+
+# 100,000 events of a few hundred bytes each, with room to spare.
+IMPORT_MAX_BODY = 64 * 1024 * 1024
+
+
+def period_or_current(period: str | None) -> Period:
+    return Period.parse(period) if period else Period.containing(utcnow())
+
+
+class UsageController(Controller):
+    path = "/v1/usage"
+    tags = ["usage"]
+
+    @get("/")
+    async def overview(
+        self, db: AsyncSession, principal: Principal, hangar: Components, period: str | None = None
+    ) -> UsageOverview:
+        """Totals per meter, a daily series, egress per node and model version, and
+        (for the current month) where the tenant stands against its plan's limits."""
+        principal.require(Scope.finance)
+        return await service.usage_overview(
+            db,
+            tenant_id=principal.tenant_id,
+            period=period_or_current(period),
+            now=utcnow(),
+            trial_days=hangar.settings.billing.trial_days,
+        )
+
+
+class UsageImportController(Controller):
+    path = "/v1/usage/import"
+    tags = ["operator"]
+    dependencies = {"operator": Provide(provide_operator)}
+
+    @post("/", status_code=200, request_max_body_size=IMPORT_MAX_BODY)
+    async def import_events(
+        self, request: Request, db: AsyncSession, hangar: Components, operator: None
+    ) -> ImportResult:
+        """A batch of usage events with explicit times (backfills, migrations):
+        ``{"events": [{"tenant_id", "id", "meter", "quantity", "occurred_at", ...}]}``.
+        All or nothing, idempotent on (tenant, event id)."""
+        try:
+            payload = decode_json(await request.body())
+        except SerializationException as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        return await service.import_usage(
+            db, payload=payload, now=utcnow(), max_events=hangar.settings.billing.import_max_events
+        )
