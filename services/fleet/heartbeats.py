@@ -12,7 +12,9 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node_runtime.wire import Heartbeat, Peer, ReportBatch, ReportBatchReply, SyncState
+from metering.meters import INFERENCE
+from metering.service import record_event
+from node_runtime.wire import Counters, Heartbeat, Peer, ReportBatch, ReportBatchReply, SyncState
 from services.db import utcnow
 from services.errors import Unauthorized
 from services.fleet.models import Node, NodeReport
@@ -24,6 +26,8 @@ def _report(beat: Heartbeat) -> dict:
 
 async def heartbeat(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbeat) -> int:
     """Store the node's latest facts and report; return its desired-state revision."""
+    if beat.counters.prompt_tokens or beat.counters.completion_tokens:
+        await _record_inference(session, node_id=node_id, beat=beat)
     revision = await session.scalar(
         update(Node)
         .where(Node.id == node_id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
@@ -40,6 +44,28 @@ async def heartbeat(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbea
     if revision is None:  # revoked or disabled since the credential check
         raise Unauthorized(f"node {node_id} was revoked or disabled; it may not report any more")
     return revision
+
+
+async def _record_inference(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbeat) -> None:
+    """Tokens served since the previous heartbeat, as an informational ``inference``
+    usage event (never billed). Counters restart with the runtime: a counter that
+    went down means a restart, and then everything it shows is new."""
+    row = (await session.execute(select(Node.tenant_id, Node.report).where(Node.id == node_id))).one_or_none()
+    if row is None:
+        return
+    before = Counters.model_validate((row.report or {}).get("counters") or {})
+    now = beat.counters
+    restarted = now.prompt_tokens < before.prompt_tokens or now.completion_tokens < before.completion_tokens
+    base = Counters() if restarted else before
+    prompt, completion = now.prompt_tokens - base.prompt_tokens, now.completion_tokens - base.completion_tokens
+    if prompt + completion <= 0:
+        return
+    await record_event(
+        session, tenant_id=row.tenant_id, event_id=f"inference:{node_id}:{beat.id}", meter=INFERENCE,
+        quantity=prompt + completion, occurred_at=beat.sent_at, node_id=node_id,
+        attrs={"prompt_tokens": prompt, "completion_tokens": completion,
+               "requests": max(now.requests - base.requests, 0)},
+    )
 
 
 async def store_reports(

@@ -111,3 +111,33 @@ async def test_another_tenants_node_is_invisible(tenants):
         resp = await other.request(method, path, json=body)
         assert resp.status_code == 404, (path, resp.text)
     assert (await owner.request("GET", f"/v1/nodes/{node.id}")).json()["state"] == "online"
+
+
+async def test_starter_refuses_the_16th_node_with_402_and_keeps_nothing(tenants):
+    t = await tenants.create(plan="starter")
+    token = await enroll_token(t, max_uses=20)
+    for _ in range(15):
+        await enroll_node(t, token=token)
+    refused = await t.http.post("/v1/fleet/enroll", json={"token": token, "facts": FACTS})
+    assert refused.status_code == 402, refused.text
+    message = refused.json()["error"]
+    assert "15 nodes" in message and "has 15" in message
+    nodes = (await t.request("GET", "/v1/nodes/")).json()
+    assert len(nodes) == 15
+    # The refused attempt did not use up the token either.
+    listed = (await t.request("GET", "/v1/enrollment-tokens/")).json()
+    assert listed[0]["uses"] == 15
+
+
+async def test_served_tokens_from_heartbeats_show_in_usage_but_are_not_billed(tenants):
+    t = await tenants.create(plan="payg")
+    node = await enroll_node(t)
+    await node.heartbeat(counters={"requests": 2, "prompt_tokens": 30, "completion_tokens": 12})
+    await node.heartbeat(counters={"requests": 2, "prompt_tokens": 30, "completion_tokens": 12})  # idle
+    await node.heartbeat(counters={"requests": 3, "prompt_tokens": 40, "completion_tokens": 20})
+    await node.heartbeat(counters={"requests": 1, "prompt_tokens": 5, "completion_tokens": 5})  # restarted
+    usage = (await t.request("GET", "/v1/usage/")).json()
+    assert usage["totals"]["inference"] == 42 + 18 + 10
+    preview = (await t.request("GET", "/v1/invoices/preview")).json()
+    meters = {line["meter"] for line in preview["lines"]}
+    assert "inference" not in meters and "device_day" in meters
