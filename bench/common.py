@@ -53,7 +53,9 @@ def hangar_api(root: Path, *, part_size: int = 16 * 1024 * 1024) -> Iterator[Sta
         }
         api = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", "serve", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         try:

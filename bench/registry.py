@@ -57,24 +57,37 @@ def main() -> None:
         make_gguf(src, size)
         with hangar_stack(root / "stack", part_size=PART) as (base, operator, s3):
             key = new_tenant(base, operator)
-            direct = Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False, region="us-east-1")
-            http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+            direct = Minio(
+                s3.endpoint, s3.access_key, s3.secret_key, secure=False, region="us-east-1"
+            )
+            http = httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600
+            )
 
             def hangar_up(i: int):
                 def run():
                     with src.open("rb") as f:
-                        r = http.post(f"/v1/models/bench-{i}/versions", content=iter(lambda: f.read(1 << 20), b""),
-                                      headers={"Content-Length": str(size)})
+                        r = http.post(
+                            f"/v1/models/bench-{i}/versions",
+                            content=iter(lambda: f.read(1 << 20), b""),
+                            headers={"Content-Length": str(size)},
+                        )
                     r.raise_for_status()
+
                 return run
 
             def hangar_down():
-                with http.stream("GET", "/v1/models/bench-0/versions/latest/blob") as r, dst.open("wb") as f:
+                with (
+                    http.stream("GET", "/v1/models/bench-0/versions/latest/blob") as r,
+                    dst.open("wb") as f,
+                ):
                     for chunk in r.iter_raw(1 << 20):
                         f.write(chunk)
 
             def s3_up(i: int):
-                return lambda: direct.fput_object(s3.bucket, f"direct/{i}", str(src), part_size=PART)
+                return lambda: direct.fput_object(
+                    s3.bucket, f"direct/{i}", str(src), part_size=PART
+                )
 
             def s3_down():
                 direct.fget_object(s3.bucket, "direct/0", str(dst))
@@ -88,11 +101,15 @@ def main() -> None:
                 down_s.append(timed(s3_down))
                 down_h.append(timed(hangar_down))
             mb = size / 1e6
-            print(f"file: {args.size_mib} MiB, best of {args.rounds} rounds, part size {PART >> 20} MiB")
-            report([
-                ("upload", mb / min(up_h), mb / min(up_s)),
-                ("download", mb / min(down_h), mb / min(down_s)),
-            ])
+            print(
+                f"file: {args.size_mib} MiB, best of {args.rounds} rounds, part size {PART >> 20} MiB"
+            )
+            report(
+                [
+                    ("upload", mb / min(up_h), mb / min(up_s)),
+                    ("download", mb / min(down_h), mb / min(down_s)),
+                ]
+            )
 
 
 if __name__ == "__main__":

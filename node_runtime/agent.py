@@ -26,8 +26,15 @@ FLUSH_BATCH = 200
 
 class Agent:
     def __init__(
-        self, *, settings: NodeSettings, control: ControlPlane, syncer: Syncer, serving: Serving,
-        outbox: Outbox, counters: Counters, node_facts: NodeFacts,
+        self,
+        *,
+        settings: NodeSettings,
+        control: ControlPlane,
+        syncer: Syncer,
+        serving: Serving,
+        outbox: Outbox,
+        counters: Counters,
+        node_facts: NodeFacts,
     ):
         self.settings = settings
         self.control = control
@@ -48,9 +55,14 @@ class Agent:
         for m in models:
             m.loaded = self.serving.loaded(m.digest)
         return Heartbeat(
-            sent_at=datetime.now(UTC), facts=self.facts,
-            resources=facts.resources(self.settings.data_dir, loaded_models=len(self.serving.runners)),
-            models=models, counters=self.counters.model_copy(), applied_revision=self.applied_revision,
+            sent_at=datetime.now(UTC),
+            facts=self.facts,
+            resources=facts.resources(
+                self.settings.data_dir, loaded_models=len(self.serving.runners)
+            ),
+            models=models,
+            counters=self.counters.model_copy(),
+            applied_revision=self.applied_revision,
         )
 
     async def start(self) -> None:
@@ -84,7 +96,11 @@ class Agent:
             reply = await self.control.heartbeat(beat)
         except ControlPlaneUnreachable as exc:
             if self.connected is not False:
-                log.warning("control plane unreachable (%s); serving on, queuing reports in %s", exc, self.outbox.root)
+                log.warning(
+                    "control plane unreachable (%s); serving on, queuing reports in %s",
+                    exc,
+                    self.outbox.root,
+                )
             self.connected = False
             self.outbox.put(beat.model_copy(update={"queued": True}))
             return
@@ -121,7 +137,11 @@ class Agent:
                     raise
                 # The control plane will never take these (say, an older wire format):
                 # dropping them beats blocking every later report behind them.
-                log.error("control plane rejected %d queued report(s): %s; dropped", len(items), exc.message)
+                log.error(
+                    "control plane rejected %d queued report(s): %s; dropped",
+                    len(items),
+                    exc.message,
+                )
             self.outbox.remove([path for path, _ in items])
             log.info("flushed %d queued report(s) to the control plane", len(items))
 

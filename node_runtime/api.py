@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("hangar.node.api")
 
 
-def _error(status: int, message: str, *, type_: str, code: str, headers: dict | None = None) -> Response:
+def _error(
+    status: int, message: str, *, type_: str, code: str, headers: dict | None = None
+) -> Response:
     body = {"error": {"message": message, "type": type_, "code": code, "param": None}}
     return Response(body, status_code=status, headers=headers or {}, media_type=MediaType.JSON)
 
@@ -36,12 +38,16 @@ def node_error(_: Request, exc: NodeError) -> Response:
 
 
 def http_error(_: Request, exc: HTTPException) -> Response:
-    return _error(exc.status_code, str(exc.detail), type_="invalid_request_error", code=str(exc.status_code))
+    return _error(
+        exc.status_code, str(exc.detail), type_="invalid_request_error", code=str(exc.status_code)
+    )
 
 
 def unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return _error(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error", code="internal")
+    return _error(
+        500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error", code="internal"
+    )
 
 
 def _runtime(request: Request) -> NodeRuntime:
@@ -53,8 +59,12 @@ def api_key_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if not expected or connection.url.path == "/healthz":
         return
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("this node wants its API key: send 'Authorization: Bearer <HANGAR_NODE_API_KEY>'")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise Unauthorized(
+            "this node wants its API key: send 'Authorization: Bearer <HANGAR_NODE_API_KEY>'"
+        )
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -70,8 +80,12 @@ async def _json(request: Request) -> dict[str, Any]:
 @get("/healthz")
 async def healthz(request: Request) -> dict[str, Any]:
     rt = _runtime(request)
-    return {"status": "ok", "control_plane": rt.agent.connected, "refused": rt.agent.refused,
-            "queued_reports": len(rt.outbox)}
+    return {
+        "status": "ok",
+        "control_plane": rt.agent.connected,
+        "refused": rt.agent.refused,
+        "queued_reports": len(rt.outbox),
+    }
 
 
 @get("/v1/models")
@@ -79,27 +93,46 @@ async def list_models(request: Request) -> dict[str, Any]:
     rt = _runtime(request)
     data = []
     for e in rt.syncer.entries.values():
-        data.append({
-            "id": e.id, "object": "model", "created": int(rt.started), "owned_by": "hangar",
-            "hangar": {"digest": e.desired.digest, "state": e.status.state.value, "loaded": rt.serving.loaded(e.desired.digest),
-                       "estimated_memory_bytes": e.desired.estimated_memory_bytes},
-        })
+        data.append(
+            {
+                "id": e.id,
+                "object": "model",
+                "created": int(rt.started),
+                "owned_by": "hangar",
+                "hangar": {
+                    "digest": e.desired.digest,
+                    "state": e.status.state.value,
+                    "loaded": rt.serving.loaded(e.desired.digest),
+                    "estimated_memory_bytes": e.desired.estimated_memory_bytes,
+                },
+            }
+        )
     return {"object": "list", "data": data}
 
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request) -> Response:
-    return await _serve(request, "/chat/completions", lambda m, body, mid, cancel: m.chat(body, model=mid, cancel=cancel))
+    return await _serve(
+        request,
+        "/chat/completions",
+        lambda m, body, mid, cancel: m.chat(body, model=mid, cancel=cancel),
+    )
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: Request) -> Response:
-    return await _serve(request, "/completions", lambda m, body, mid, cancel: m.complete(body, model=mid, cancel=cancel))
+    return await _serve(
+        request,
+        "/completions",
+        lambda m, body, mid, cancel: m.complete(body, model=mid, cancel=cancel),
+    )
 
 
 @post("/v1/embeddings", status_code=200)
 async def embeddings(request: Request) -> Response:
-    return await _serve(request, "/embeddings", lambda m, body, mid, cancel: m.embed(body, model=mid))
+    return await _serve(
+        request, "/embeddings", lambda m, body, mid, cancel: m.embed(body, model=mid)
+    )
 
 
 async def _serve(request: Request, path: str, run) -> Response:
@@ -113,7 +146,9 @@ async def _serve(request: Request, path: str, run) -> Response:
         first, rest = await runner.stream(lambda m, cancel: run(m, body, entry.id, cancel))
     except NodeError as exc:
         if exc.status == 503 and not forwarded_already:
-            fwd = await rt.forwarder.forward(path, body, name=entry.desired.name, digest=entry.desired.digest)
+            fwd = await rt.forwarder.forward(
+                path, body, name=entry.desired.name, digest=entry.desired.digest
+            )
             if fwd is not None:
                 rt.counters.forwarded += 1
                 return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers)
@@ -125,8 +160,11 @@ async def _serve(request: Request, path: str, run) -> Response:
         rt.counters.completed += 1
         return Response(first, media_type=MediaType.JSON)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return Stream(_sse(rt, first, rest, include_usage), media_type="text/event-stream",
-                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Stream(
+        _sse(rt, first, rest, include_usage),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def _count(rt: NodeRuntime, out: dict | None) -> None:
@@ -135,7 +173,9 @@ def _count(rt: NodeRuntime, out: dict | None) -> None:
     rt.counters.completion_tokens += usage.get("completion_tokens", 0)
 
 
-async def _sse(rt: NodeRuntime, first: dict | None, rest: AsyncIterator[dict], include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(
+    rt: NodeRuntime, first: dict | None, rest: AsyncIterator[dict], include_usage: bool
+) -> AsyncIterator[bytes]:
     usage = None
     try:
         chunk = first
@@ -174,9 +214,12 @@ def create_node_app(runtime: NodeRuntime) -> Litestar:
     return Litestar(
         route_handlers=[healthz, list_models, chat_completions, completions, embeddings],
         guards=[api_key_guard],
-        exception_handlers={NodeError: node_error, HTTPException: http_error, Exception: unexpected},
+        exception_handlers={
+            NodeError: node_error,
+            HTTPException: http_error,
+            Exception: unexpected,
+        },
         lifespan=[lifespan],
         openapi_config=None,
         debug=False,
     )
-

@@ -60,7 +60,9 @@ class BlobCache:
 
     def present(self) -> set[str]:
         return {
-            "sha256:" + p.name.removeprefix("sha256-") for p in self.root.glob("sha256-*") if "." not in p.name
+            "sha256:" + p.name.removeprefix("sha256-")
+            for p in self.root.glob("sha256-*")
+            if "." not in p.name
         }
 
     def verify(self, digest: str, *, force: bool = False) -> bool:
@@ -92,8 +94,16 @@ class BlobCache:
         return removed
 
     def download(
-        self, server: str, path: str, *, headers: dict[str, str], digest: str, size: int,
-        progress: Callable[[int], None], cancel: threading.Event, timeout: float = 60,
+        self,
+        server: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        digest: str,
+        size: int,
+        progress: Callable[[int], None],
+        cancel: threading.Event,
+        timeout: float = 60,
     ) -> Path:
         """Fetch into ``.partial`` (resuming what is there), hashing while streaming,
         then rename. Blocking: runs in a worker thread so hashing and disk writes never
@@ -111,7 +121,9 @@ class BlobCache:
         if offset:
             headers = headers | {"Range": f"bytes={offset}-", "If-Range": f'"{digest}"'}
         url = urlsplit(server)
-        conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn_cls = (
+            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        )
         conn = conn_cls(url.hostname, url.port, timeout=timeout)
         try:
             conn.request("GET", url.path.rstrip("/") + path, headers=headers)
@@ -119,7 +131,9 @@ class BlobCache:
             if resp.status == 200 and offset:  # the server sent the whole file instead
                 offset, hasher = 0, hashlib.sha256()
             elif resp.status not in (200, 206):
-                raise DownloadFailed(f"GET {path} answered {resp.status}: {resp.read(300).decode(errors='replace')}")
+                raise DownloadFailed(
+                    f"GET {path} answered {resp.status}: {resp.read(300).decode(errors='replace')}"
+                )
             progress(offset)
             with partial.open("r+b" if offset else "wb") as f, ThreadPoolExecutor(1) as hashing:
                 f.seek(offset)
@@ -132,7 +146,9 @@ class BlobCache:
         return self._finish(partial, final, digest, hasher)
 
     @staticmethod
-    def _receive(resp, f, hasher, hashing: ThreadPoolExecutor, offset: int, progress, cancel) -> int:
+    def _receive(
+        resp, f, hasher, hashing: ThreadPoolExecutor, offset: int, progress, cancel
+    ) -> int:
         """Every chunk goes to disk as it arrives (so a killed pull resumes from all it
         got); sha256 runs on another thread a block behind, so hashing costs (almost)
         no wall time next to the network."""
@@ -169,7 +185,9 @@ class BlobCache:
         actual = "sha256:" + hasher.hexdigest()
         if actual != digest:
             partial.unlink(missing_ok=True)
-            raise DownloadFailed(f"downloaded bytes hash to {actual}, expected {digest}; fetching again")
+            raise DownloadFailed(
+                f"downloaded bytes hash to {actual}, expected {digest}; fetching again"
+            )
         os.replace(partial, final)
         st = final.stat()
         self._verified[digest] = (st.st_size, st.st_mtime_ns)

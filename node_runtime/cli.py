@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="The node runtime: enroll this machine and serve its models.", no_args_is_help=True)
+app = typer.Typer(
+    help="The node runtime: enroll this machine and serve its models.", no_args_is_help=True
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -19,10 +21,14 @@ DATA_DIR = Annotated[Path, typer.Option(help="where the credential, model cache 
 @app.command()
 def enroll(
     server: Annotated[str, typer.Option(help="the control plane's URL, e.g. http://hangar:8080")],
-    token: Annotated[str, typer.Option(help="an enrollment token (hgt_…) from `hangar enroll-tokens create`")],
+    token: Annotated[
+        str, typer.Option(help="an enrollment token (hgt_…) from `hangar enroll-tokens create`")
+    ],
     data_dir: DATA_DIR = Path(".hangar-node"),
     name: Annotated[str | None, typer.Option(help="node name (default: the hostname)")] = None,
-    advertise_url: Annotated[str | None, typer.Option(help="how peer nodes reach this node's API")] = None,
+    advertise_url: Annotated[
+        str | None, typer.Option(help="how peer nodes reach this node's API")
+    ] = None,
     port: Annotated[int, typer.Option(help="the port `hangar node run` will serve on")] = 8000,
 ) -> None:
     """Exchange an enrollment token for this node's own credential (stored 0600 under DATA_DIR)."""
@@ -34,7 +40,9 @@ def enroll(
     settings = NodeSettings(data_dir=data_dir, port=port, advertise_url=advertise_url)
     from node_runtime.runtime import advertise_url as url_of
 
-    node_facts = facts.gather(data_dir, api_url=url_of(settings), memory_bytes=settings.memory_bytes)
+    node_facts = facts.gather(
+        data_dir, api_url=url_of(settings), memory_bytes=settings.memory_bytes
+    )
     try:
         got = control.enroll(server, EnrollRequest(token=token, name=name, facts=node_facts))
     except ControlPlaneRefused as exc:
@@ -43,9 +51,16 @@ def enroll(
     except ControlPlaneUnreachable as exc:
         err.print(f"[bold red]cannot enroll:[/] {exc}")
         raise typer.Exit(1) from None
-    path = identity.save(data_dir, identity.Identity(
-        server=server, node_id=got.node_id, tenant_id=got.tenant_id, name=got.name, credential=got.credential,
-    ))
+    path = identity.save(
+        data_dir,
+        identity.Identity(
+            server=server,
+            node_id=got.node_id,
+            tenant_id=got.tenant_id,
+            name=got.name,
+            credential=got.credential,
+        ),
+    )
     out.print(f"enrolled as node [bold]{got.node_id}[/] ({got.name}); credential stored in {path}")
 
 
@@ -63,17 +78,26 @@ def run(
     from node_runtime.runtime import NodeRuntime
     from node_runtime.settings import NodeSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = NodeSettings(data_dir=data_dir)
     if port is not None:
         settings.port = port
     if host is not None:
         settings.host = host
     runtime = NodeRuntime(settings, identity.load(data_dir))
-    out.print(f"node {runtime.identity.name} serving on http://{settings.host}:{settings.port}/v1 "
-              f"(control plane {runtime.identity.server}, air-gapped: {settings.air_gapped})")
-    uvicorn.run(create_node_app(runtime), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    out.print(
+        f"node {runtime.identity.name} serving on http://{settings.host}:{settings.port}/v1 "
+        f"(control plane {runtime.identity.server}, air-gapped: {settings.air_gapped})"
+    )
+    uvicorn.run(
+        create_node_app(runtime),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def _message(resp: httpx.Response) -> str:
 
 def _check(resp: httpx.Response) -> httpx.Response:
     if resp.status_code >= 500:
-        raise ControlPlaneUnreachable(f"control plane answered {resp.status_code}: {_message(resp)}")
+        raise ControlPlaneUnreachable(
+            f"control plane answered {resp.status_code}: {_message(resp)}"
+        )
     if resp.status_code >= 400:
         raise ControlPlaneRefused(resp.status_code, _message(resp))
     return resp
@@ -35,7 +37,11 @@ def _check(resp: httpx.Response) -> httpx.Response:
 
 def enroll(server: str, request: EnrollRequest) -> EnrollResponse:
     try:
-        resp = httpx.post(f"{server.rstrip('/')}/v1/fleet/enroll", json=request.model_dump(mode="json"), timeout=30)
+        resp = httpx.post(
+            f"{server.rstrip('/')}/v1/fleet/enroll",
+            json=request.model_dump(mode="json"),
+            timeout=30,
+        )
     except httpx.TransportError as exc:
         raise ControlPlaneUnreachable(f"cannot reach {server}: {exc}") from exc
     return EnrollResponse.model_validate(_check(resp).json())
@@ -57,16 +63,22 @@ class ControlPlane:
         return _check(resp)
 
     async def heartbeat(self, beat: Heartbeat) -> HeartbeatReply:
-        return HeartbeatReply.model_validate((await self._call("POST", "/v1/fleet/heartbeat", beat)).json())
+        return HeartbeatReply.model_validate(
+            (await self._call("POST", "/v1/fleet/heartbeat", beat)).json()
+        )
 
     async def reports(self, batch: ReportBatch) -> ReportBatchReply:
-        return ReportBatchReply.model_validate((await self._call("POST", "/v1/fleet/reports", batch)).json())
+        return ReportBatchReply.model_validate(
+            (await self._call("POST", "/v1/fleet/reports", batch)).json()
+        )
 
     async def desired(self) -> DesiredState:
         return DesiredState.model_validate((await self._call("GET", "/v1/fleet/desired")).json())
 
     async def peers(self, digest: str) -> PeerList:
-        return PeerList.model_validate((await self._call("GET", f"/v1/fleet/peers?digest={digest}")).json())
+        return PeerList.model_validate(
+            (await self._call("GET", f"/v1/fleet/peers?digest={digest}")).json()
+        )
 
     async def close(self) -> None:
         await self.http.aclose()

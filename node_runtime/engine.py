@@ -14,13 +14,25 @@ from node_runtime.errors import BadRequest
 Chunk = dict[str, Any]
 
 # OpenAI request fields we pass to llama.cpp; the rest are accepted and ignored.
-_SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+_SAMPLING = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
 class LoadedModel(Protocol):
-    def chat(self, body: dict[str, Any], *, model: str, cancel: threading.Event) -> dict | Iterator[Chunk]: ...
+    def chat(
+        self, body: dict[str, Any], *, model: str, cancel: threading.Event
+    ) -> dict | Iterator[Chunk]: ...
 
-    def complete(self, body: dict[str, Any], *, model: str, cancel: threading.Event) -> dict | Iterator[Chunk]: ...
+    def complete(
+        self, body: dict[str, Any], *, model: str, cancel: threading.Event
+    ) -> dict | Iterator[Chunk]: ...
 
     def embed(self, body: dict[str, Any], *, model: str) -> dict: ...
 
@@ -39,7 +51,7 @@ def sampling(body: dict[str, Any]) -> dict[str, Any]:
         try:
             args["logit_bias"] = {int(k): float(v) for k, v in body["logit_bias"].items()}
         except (TypeError, ValueError, AttributeError) as exc:
-            raise BadRequest("logit_bias must map token ids to numbers, e.g. {\"2\": -100}") from exc
+            raise BadRequest('logit_bias must map token ids to numbers, e.g. {"2": -100}') from exc
     return args
 
 
@@ -58,8 +70,12 @@ class LlamaModel:
             raise BadRequest("'messages' must be a non-empty list of {role, content} objects")
         args = sampling(body)
         if body.get("stream"):
-            return self._stream(self.llm.create_chat_completion(messages=messages, stream=True, **args),
-                                model=model, cancel=cancel, delta=True)
+            return self._stream(
+                self.llm.create_chat_completion(messages=messages, stream=True, **args),
+                model=model,
+                cancel=cancel,
+                delta=True,
+            )
         out = self.llm.create_chat_completion(messages=messages, **args)
         return {**out, "model": model}
 
@@ -71,11 +87,17 @@ class LlamaModel:
             raise BadRequest("'prompt' must be a string")
         args = sampling(body) | {"max_tokens": body.get("max_tokens") or 16}
         if body.get("stream"):
-            return self._stream(self.llm.create_completion(prompt, stream=True, **args),
-                                model=model, cancel=cancel, delta=False)
+            return self._stream(
+                self.llm.create_completion(prompt, stream=True, **args),
+                model=model,
+                cancel=cancel,
+                delta=False,
+            )
         return {**self.llm.create_completion(prompt, **args), "model": model}
 
-    def _stream(self, chunks: Iterator[Chunk], *, model: str, cancel: threading.Event, delta: bool) -> Iterator[Chunk]:
+    def _stream(
+        self, chunks: Iterator[Chunk], *, model: str, cancel: threading.Event, delta: bool
+    ) -> Iterator[Chunk]:
         """Pass llama.cpp's chunks on, and put usage on the chunk that carries the
         finish reason (llama.cpp streams none). Prompt tokens: the context length when
         the first chunk arrives; completion tokens: the generated text re-tokenized."""
@@ -85,12 +107,18 @@ class LlamaModel:
                 if prompt_tokens is None:
                     prompt_tokens = self.llm.n_tokens
                 choice = chunk["choices"][0]
-                text.append(((choice.get("delta") or {}).get("content") if delta else choice.get("text")) or "")
+                text.append(
+                    ((choice.get("delta") or {}).get("content") if delta else choice.get("text"))
+                    or ""
+                )
                 chunk = {**chunk, "model": model}
                 if choice.get("finish_reason"):
-                    completion = len(self.llm.tokenize("".join(text).encode(), add_bos=False, special=True))
+                    completion = len(
+                        self.llm.tokenize("".join(text).encode(), add_bos=False, special=True)
+                    )
                     chunk["usage"] = {
-                        "prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion,
                         "total_tokens": prompt_tokens + completion,
                     }
                 yield chunk
@@ -109,7 +137,11 @@ class LlamaModel:
             # A context with embeddings on cannot generate, so embeddings get their own.
             try:
                 self._embedder = self._llama_cls(
-                    str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads, embedding=True, verbose=False
+                    str(self.path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    embedding=True,
+                    verbose=False,
                 )
             except Exception as exc:  # llama.cpp refuses: the model does not allow it
                 raise BadRequest(f"model {model} does not support embeddings: {exc}") from exc

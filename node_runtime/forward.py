@@ -24,7 +24,9 @@ FORWARDED = "x-hangar-forwarded-by"
 
 
 class Forwarded:
-    def __init__(self, status: int, headers: dict[str, str], body: AsyncIterator[bytes], target: str):
+    def __init__(
+        self, status: int, headers: dict[str, str], body: AsyncIterator[bytes], target: str
+    ):
         self.status, self.headers, self.body, self.target = status, headers, body, target
 
 
@@ -57,7 +59,9 @@ class Forwarder:
             out.append((self.settings.upstream_url.rstrip("/"), "upstream"))
         return out
 
-    async def forward(self, path: str, body: dict[str, Any], *, name: str, digest: str) -> Forwarded | None:
+    async def forward(
+        self, path: str, body: dict[str, Any], *, name: str, digest: str
+    ) -> Forwarded | None:
         for base, label in await self._targets(digest):
             headers = {FORWARDED: self.node_id}
             key = self.settings.upstream_api_key if label == "upstream" else self.settings.api_key
@@ -74,8 +78,14 @@ class Forwarder:
             if resp.status_code >= 500 or resp.status_code in (404, 429):
                 await resp.aclose()
                 continue
-            keep = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "retry-after")}
-            return Forwarded(resp.status_code, keep | {"X-Hangar-Served-By": label}, _relay(resp), label)
+            keep = {
+                k: v
+                for k, v in resp.headers.items()
+                if k.lower() in ("content-type", "retry-after")
+            }
+            return Forwarded(
+                resp.status_code, keep | {"X-Hangar-Served-By": label}, _relay(resp), label
+            )
         return None
 
     async def close(self) -> None:

@@ -25,7 +25,9 @@ class ModelRunner:
         self.name, self.digest, self.path = name, digest, path
         self.engine = engine
         self.queue_size = queue_size
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{digest[7:19]}")
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"model-{digest[7:19]}"
+        )
         self.model: LoadedModel | None = None
         self.loading: asyncio.Future | None = None
         self.error: str | None = None
@@ -59,7 +61,8 @@ class ModelRunner:
         if self.admitted >= 1 + self.queue_size:
             raise Unavailable(
                 f"model {self.name} is saturated ({self.admitted} requests running or queued, "
-                f"queue size {self.queue_size}); retry shortly", retry_after=2,
+                f"queue size {self.queue_size}); retry shortly",
+                retry_after=2,
             )
         self.admitted += 1
         self.last_used = time.monotonic()
@@ -68,7 +71,9 @@ class ModelRunner:
         self.admitted -= 1
         self.last_used = time.monotonic()
 
-    async def stream(self, fn: Callable[[LoadedModel, threading.Event], Any]) -> tuple[Any, AsyncIterator[Any]]:
+    async def stream(
+        self, fn: Callable[[LoadedModel, threading.Event], Any]
+    ) -> tuple[Any, AsyncIterator[Any]]:
         """``fn(model, cancel)`` returns either a whole response or an iterator of
         chunks; the iterator is driven on the worker thread and handed over through
         a queue. Returns (first item, the rest), so errors before the first chunk

@@ -33,20 +33,33 @@ class NodeRuntime:
         self.identity = identity
         self.started = 0.0
         self.counters = Counters()
-        self.facts = facts.gather(settings.data_dir, api_url=advertise_url(settings), memory_bytes=settings.memory_bytes)
+        self.facts = facts.gather(
+            settings.data_dir, api_url=advertise_url(settings), memory_bytes=settings.memory_bytes
+        )
         self.cache = BlobCache(settings.data_dir)
         self.outbox = Outbox(settings.data_dir, max_items=settings.outbox_max)
         self.control = ControlPlane(identity.server, identity.credential)
         self.forwarder = Forwarder(settings, node_id=str(identity.node_id), control=self.control)
         self.syncer = Syncer(
-            settings=settings, identity=identity, cache=self.cache, memory_budget=self.facts.memory_bytes,
-            on_change=self._changed, on_removed=self._removed,
+            settings=settings,
+            identity=identity,
+            cache=self.cache,
+            memory_budget=self.facts.memory_bytes,
+            on_change=self._changed,
+            on_removed=self._removed,
         )
         engine = engine or LlamaEngine(n_ctx=settings.n_ctx, n_threads=settings.n_threads)
-        self.serving = Serving(settings=settings, engine=engine, cache=self.cache, syncer=self.syncer)
+        self.serving = Serving(
+            settings=settings, engine=engine, cache=self.cache, syncer=self.syncer
+        )
         self.agent = Agent(
-            settings=settings, control=self.control, syncer=self.syncer, serving=self.serving,
-            outbox=self.outbox, counters=self.counters, node_facts=self.facts,
+            settings=settings,
+            control=self.control,
+            syncer=self.syncer,
+            serving=self.serving,
+            outbox=self.outbox,
+            counters=self.counters,
+            node_facts=self.facts,
         )
         self._tasks: set[asyncio.Task] = set()
         self._agent_task: asyncio.Task | None = None

@@ -29,9 +29,12 @@ class Serving:
     def lookup(self, model: str) -> Entry:
         """``NAME:TAG``, ``NAME@sha256:…`` or a bare ``NAME`` (its ready version first)."""
         entries = list(self.syncer.entries.values())
-        exact = [e for e in entries if e.id == model or f"{e.desired.name}@{e.desired.digest}" == model]
+        exact = [
+            e for e in entries if e.id == model or f"{e.desired.name}@{e.desired.digest}" == model
+        ]
         by_name = sorted(
-            (e for e in entries if e.desired.name == model), key=lambda e: e.status.state != SyncState.ready
+            (e for e in entries if e.desired.name == model),
+            key=lambda e: e.status.state != SyncState.ready,
         )
         found = (exact or by_name or [None])[0]
         if found is None:
@@ -47,15 +50,23 @@ class Serving:
         if status.state == SyncState.does_not_fit:
             raise DoesNotFit(f"model {entry.id} does not fit this node: {status.reason}")
         if status.state != SyncState.ready:
-            done = f" ({100 * status.bytes_done // max(status.bytes_total, 1)}%)" if status.bytes_total else ""
+            done = (
+                f" ({100 * status.bytes_done // max(status.bytes_total, 1)}%)"
+                if status.bytes_total
+                else ""
+            )
             why = f": {status.reason}" if status.reason else ""
-            raise Unavailable(f"model {entry.id} is {status.state.value}{done}{why}; retry shortly", retry_after=5)
+            raise Unavailable(
+                f"model {entry.id} is {status.state.value}{done}{why}; retry shortly", retry_after=5
+            )
         runner = self.runners.get(entry.desired.digest)
         if runner is None:
             runner = await self.load(entry)
         if runner.error:
             self.runners.pop(entry.desired.digest, None)
-            raise Unavailable(f"model {entry.id} failed to load ({runner.error}); retrying", retry_after=5)
+            raise Unavailable(
+                f"model {entry.id} failed to load ({runner.error}); retrying", retry_after=5
+            )
         return runner
 
     async def load(self, entry: Entry) -> ModelRunner:
@@ -69,15 +80,24 @@ class Serving:
             )
         # Verify before loading: a file damaged on disk is dropped and fetched again.
         if not await asyncio.to_thread(self.cache.verify, digest):
-            self.syncer.mark(digest, SyncState.pending, "cached file was corrupt; fetching it again")
+            self.syncer.mark(
+                digest, SyncState.pending, "cached file was corrupt; fetching it again"
+            )
             await self.syncer.ensure(digest)
-            raise Unavailable(f"model {entry.id} was corrupt on disk and is being fetched again", retry_after=5)
+            raise Unavailable(
+                f"model {entry.id} was corrupt on disk and is being fetched again", retry_after=5
+            )
         runner = ModelRunner(
-            name=entry.id, digest=digest, path=self.cache.path(digest), engine=self.engine,
+            name=entry.id,
+            digest=digest,
+            path=self.cache.path(digest),
+            engine=self.engine,
             queue_size=self.settings.queue_size,
         )
         self.runners[digest] = runner
-        runner.start_loading().add_done_callback(lambda f: f.exception())  # surfaced via runner.error
+        runner.start_loading().add_done_callback(
+            lambda f: f.exception()
+        )  # surfaced via runner.error
         return runner
 
     async def preload(self) -> None:

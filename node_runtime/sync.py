@@ -19,7 +19,11 @@ log = logging.getLogger("hangar.node.sync")
 
 def served_id(model: DesiredModel) -> str:
     """How clients name it: NAME:TAG for tag deployments, NAME@sha256:… for pinned ones."""
-    return f"{model.name}@{model.ref}" if model.ref.startswith("sha256:") else f"{model.name}:{model.ref}"
+    return (
+        f"{model.name}@{model.ref}"
+        if model.ref.startswith("sha256:")
+        else f"{model.name}:{model.ref}"
+    )
 
 
 @dataclass
@@ -29,7 +33,9 @@ class Entry:
 
     def __post_init__(self) -> None:
         d = self.desired
-        self.status = ModelStatus(name=d.name, ref=d.ref, digest=d.digest, state=SyncState.pending, bytes_total=d.size)
+        self.status = ModelStatus(
+            name=d.name, ref=d.ref, digest=d.digest, state=SyncState.pending, bytes_total=d.size
+        )
 
     @property
     def id(self) -> str:
@@ -38,8 +44,14 @@ class Entry:
 
 class Syncer:
     def __init__(
-        self, *, settings: NodeSettings, identity: Identity, cache: BlobCache, memory_budget: int,
-        on_change: Callable[[], None], on_removed: Callable[[set[str]], None],
+        self,
+        *,
+        settings: NodeSettings,
+        identity: Identity,
+        cache: BlobCache,
+        memory_budget: int,
+        on_change: Callable[[], None],
+        on_removed: Callable[[set[str]], None],
     ):
         self.settings = settings
         self.identity = identity
@@ -93,9 +105,7 @@ class Syncer:
         need = entry.desired.estimated_memory_bytes
         if need > self.memory_budget:
             entry.status.state = SyncState.does_not_fit
-            entry.status.reason = (
-                f"needs about {need / 1e9:.2f} GB of memory to load; this node has {self.memory_budget / 1e9:.2f} GB"
-            )
+            entry.status.reason = f"needs about {need / 1e9:.2f} GB of memory to load; this node has {self.memory_budget / 1e9:.2f} GB"
             return True
         if entry.status.state == SyncState.does_not_fit:
             entry.status.state, entry.status.reason = SyncState.pending, None
@@ -120,6 +130,7 @@ class Syncer:
             for e in self.entries.values():
                 if e.desired.digest == digest:
                     e.status.bytes_done = done
+
         return report
 
     async def _download(self, digest: str, cancel: threading.Event) -> None:
@@ -139,7 +150,9 @@ class Syncer:
                     log.warning("download of %s failed (attempt %d): %s", digest, attempt, reason)
                     self.mark(digest, SyncState.failed, reason)
                     # The first retry is immediate: a dropped connection resumes from the .partial.
-                    await asyncio.sleep(0 if attempt == 1 else min(self.settings.retry_seconds * attempt, 60))
+                    await asyncio.sleep(
+                        0 if attempt == 1 else min(self.settings.retry_seconds * attempt, 60)
+                    )
         finally:
             current = self.downloads.get(digest)
             if current is not None and current[1] is cancel:
@@ -147,8 +160,13 @@ class Syncer:
 
     def _fetch(self, model: DesiredModel, cancel: threading.Event) -> None:
         self.cache.download(
-            self.identity.server, model.download_path, headers={"Authorization": f"Bearer {self.identity.credential}"},
-            digest=model.digest, size=model.size, progress=self._progress(model.digest), cancel=cancel,
+            self.identity.server,
+            model.download_path,
+            headers={"Authorization": f"Bearer {self.identity.credential}"},
+            digest=model.digest,
+            size=model.size,
+            progress=self._progress(model.digest),
+            cancel=cancel,
         )
 
     def ready(self) -> list[Entry]:

@@ -107,7 +107,11 @@ class Downloads:
             blob.s3_key, byte_range.start, byte_range.end, self.settings.download_chunk_size
         )
         body = self._metered(
-            chunks, tenant_id=tenant_id, node_id=node_id, version_id=version.id, digest=version.digest
+            chunks,
+            tenant_id=tenant_id,
+            node_id=node_id,
+            version_id=version.id,
+            digest=version.digest,
         )
         return Download(version.digest, blob.size, byte_range, body)
 
@@ -138,7 +142,12 @@ class Downloads:
                 task.add_done_callback(self._recording.discard)
 
     async def _record(
-        self, tenant_id: uuid.UUID, node_id: uuid.UUID | None, version_id: uuid.UUID, digest: str, sent: int
+        self,
+        tenant_id: uuid.UUID,
+        node_id: uuid.UUID | None,
+        version_id: uuid.UUID,
+        digest: str,
+        sent: int,
     ) -> None:
         async with transaction(self.sessions) as session:
             await record_event(

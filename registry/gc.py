@@ -31,12 +31,18 @@ async def collect_garbage(
 ) -> GCReport:
     report = GCReport()
     async with sessions() as session:
-        stale = list(await session.scalars(
-            select(UploadSession).where(UploadSession.updated_at < utcnow() - stale_after)
-        ))
-        unused = list(await session.scalars(
-            select(Blob).where(~select(ModelVersion.id).where(ModelVersion.blob_id == Blob.id).exists())
-        ))
+        stale = list(
+            await session.scalars(
+                select(UploadSession).where(UploadSession.updated_at < utcnow() - stale_after)
+            )
+        )
+        unused = list(
+            await session.scalars(
+                select(Blob).where(
+                    ~select(ModelVersion.id).where(ModelVersion.blob_id == Blob.id).exists()
+                )
+            )
+        )
     for upload in stale:
         await store.abort_multipart(upload.s3_key, upload.s3_upload_id)
         async with transaction(sessions) as session:
@@ -49,7 +55,10 @@ async def collect_garbage(
                 # and the foreign key refuses the delete if a new version points at it.
                 gone = await session.scalar(
                     delete(Blob)
-                    .where(Blob.id == blob.id, ~select(ModelVersion.id).where(ModelVersion.blob_id == Blob.id).exists())
+                    .where(
+                        Blob.id == blob.id,
+                        ~select(ModelVersion.id).where(ModelVersion.blob_id == Blob.id).exists(),
+                    )
                     .returning(Blob.s3_key)
                 )
         except IntegrityError:

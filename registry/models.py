@@ -48,10 +48,15 @@ class ModelVersion(CreatedAt, Base):
     """Immutable: a version never changes the blob it points at."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("model_id", "number"), UniqueConstraint("model_id", "digest"))
+    __table_args__ = (
+        UniqueConstraint("model_id", "number"),
+        UniqueConstraint("model_id", "digest"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     blob_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("blobs.id"), index=True)
@@ -81,7 +86,9 @@ class UploadSession(CreatedAt, Base):
     __tablename__ = "upload_sessions"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     model_name: Mapped[str] = mapped_column(String(128))
     tag: Mapped[str] = mapped_column(String(128))
     declared_size: Mapped[int | None] = mapped_column(BigInteger)
@@ -92,4 +99,6 @@ class UploadSession(CreatedAt, Base):
     committed: Mapped[int] = mapped_column(BigInteger, default=0)
     parts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     gguf: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

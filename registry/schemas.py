@@ -56,7 +56,9 @@ class UploadCreate(BaseModel):
     model: str = Field(description="model name; created on first push")
     tag: str = "latest"
     size: int = Field(gt=0, description="exact size of the file in bytes")
-    digest: str | None = Field(default=None, description="expected 'sha256:<hex>'; checked at the end")
+    digest: str | None = Field(
+        default=None, description="expected 'sha256:<hex>'; checked at the end"
+    )
 
 
 class UploadOut(BaseModel):

@@ -129,7 +129,9 @@ async def add_version(
     )
     assert model is not None
     version = await session.scalar(
-        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.digest == blob.digest)
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.digest == blob.digest
+        )
     )
     if version is None:
         last = await session.scalar(
@@ -156,7 +158,9 @@ async def set_tag(
     check_name(tag, what="tag")
     if tag.startswith("sha256") or tag.isdigit():
         raise BadRequest(f"invalid tag {tag!r}: a tag cannot look like a version number or digest")
-    stmt = insert(Tag).values(model_id=model_id, name=tag, version_id=version_id, updated_at=utcnow())
+    stmt = insert(Tag).values(
+        model_id=model_id, name=tag, version_id=version_id, updated_at=utcnow()
+    )
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["model_id", "name"],

@@ -120,7 +120,11 @@ class Uploads:
 
     async def list(self, *, tenant_id: uuid.UUID) -> list[UploadSession]:
         async with self.sessions() as session:
-            stmt = select(UploadSession).where(UploadSession.tenant_id == tenant_id).order_by(UploadSession.created_at)
+            stmt = (
+                select(UploadSession)
+                .where(UploadSession.tenant_id == tenant_id)
+                .order_by(UploadSession.created_at)
+            )
             return list(await session.scalars(stmt))
 
     async def append(
@@ -160,7 +164,9 @@ class Uploads:
                 async for chunk in body:
                     buf += chunk
                     if size is not None and upload.committed + len(buf) > size:
-                        raise BadRequest(f"more bytes were sent than the {size} declared for this upload")
+                        raise BadRequest(
+                            f"more bytes were sent than the {size} declared for this upload"
+                        )
                     if not magic_checked and len(buf) >= 4:  # refuse a non-GGUF file at once
                         await self._check_magic(upload, bytes(buf[:4]))
                         magic_checked = True
@@ -210,15 +216,24 @@ class Uploads:
             result = await session.execute(
                 update(UploadSession)
                 .where(UploadSession.id == upload.id, UploadSession.committed == upload.committed)
-                .values(committed=upload.committed + len(data), parts=parts, gguf=gguf, updated_at=utcnow())
+                .values(
+                    committed=upload.committed + len(data),
+                    parts=parts,
+                    gguf=gguf,
+                    updated_at=utcnow(),
+                )
             )
             if result.rowcount != 1:
-                raise Conflict("another client is writing to this upload; let it finish or cancel it")
+                raise Conflict(
+                    "another client is writing to this upload; let it finish or cancel it"
+                )
         upload.committed += len(data)
         upload.parts, upload.gguf = parts, gguf
         progress.committed = upload.committed
 
-    async def _parse(self, upload: UploadSession, prefix: bytes | bytearray, *, at_end: bool) -> GGUFInfo | None:
+    async def _parse(
+        self, upload: UploadSession, prefix: bytes | bytearray, *, at_end: bool
+    ) -> GGUFInfo | None:
         try:
             info = await asyncio.to_thread(parse_header, prefix)
         except InvalidGGUF as exc:
@@ -271,7 +286,9 @@ class Uploads:
                 await self._check_digest(upload, expected, actual, completed=True)
             gguf = upload.gguf
             if gguf is None:
-                head = await self._read_prefix(upload.s3_key, min(size, self.settings.max_header_bytes))
+                head = await self._read_prefix(
+                    upload.s3_key, min(size, self.settings.max_header_bytes)
+                )
                 info = await self._parse(upload, head, at_end=True)
                 gguf = _info_dict(info)
             info = GGUFInfo(**gguf)
@@ -288,7 +305,9 @@ class Uploads:
                 )
         return digest or upload.declared_digest
 
-    async def _check_digest(self, upload: UploadSession, expected: str | None, actual: str, *, completed: bool) -> None:
+    async def _check_digest(
+        self, upload: UploadSession, expected: str | None, actual: str, *, completed: bool
+    ) -> None:
         if expected is None or expected == actual:
             return
         await self._discard(upload)
@@ -298,7 +317,9 @@ class Uploads:
             detail={"expected": expected, "actual": actual},
         )
 
-    async def _publish(self, upload: UploadSession, digest: str, size: int, gguf: dict[str, Any]) -> PushResult:
+    async def _publish(
+        self, upload: UploadSession, digest: str, size: int, gguf: dict[str, Any]
+    ) -> PushResult:
         async with transaction(self.sessions) as session:
             blob_id = await session.scalar(
                 insert(Blob)
@@ -326,7 +347,9 @@ class Uploads:
                 gguf=gguf,
             )
             await session.execute(delete(UploadSession).where(UploadSession.id == upload.id))
-            model = await service.get_model(session, tenant_id=upload.tenant_id, name=upload.model_name)
+            model = await service.get_model(
+                session, tenant_id=upload.tenant_id, name=upload.model_name
+            )
             tags = [t.name for t in model.tags if t.version_id == version.id]
             out = PushResult(
                 model=upload.model_name,
@@ -376,7 +399,9 @@ class Uploads:
         body: AsyncIterator[bytes],
     ) -> PushResult:
         """One request, one file: the simple path for ``curl -T``."""
-        upload = await self.start(tenant_id=tenant_id, model=model, tag=tag, size=size, digest=digest)
+        upload = await self.start(
+            tenant_id=tenant_id, model=model, tag=tag, size=size, digest=digest
+        )
         try:
             await self.append(
                 tenant_id=tenant_id, upload_id=upload.id, offset=0, body=body, final=True

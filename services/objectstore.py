@@ -53,7 +53,9 @@ class ObjectStore:
             return await asyncio.to_thread(fn, *args)
         except S3Error as exc:
             if exc.code in _S3_UNAVAILABLE:
-                raise Unavailable(f"object storage (S3) is failing ({exc.code}); retry shortly") from exc
+                raise Unavailable(
+                    f"object storage (S3) is failing ({exc.code}); retry shortly"
+                ) from exc
             raise
         except (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unavailable("object storage (S3) is unreachable; retry shortly") from exc
@@ -68,16 +70,16 @@ class ObjectStore:
     # Multipart uploads: the SDK keeps these calls private because its own
     # put_object drives them, but resumable sessions need them one by one.
     async def create_multipart(self, key: str) -> str:
-        return await self._call(
-            self.client._create_multipart_upload, self.bucket, key, {}
-        )
+        return await self._call(self.client._create_multipart_upload, self.bucket, key, {})
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
         return await self._call(
             self.client._upload_part, self.bucket, key, data, None, upload_id, number
         )
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> None:
         await self._call(
             self.client._complete_multipart_upload,
             self.bucket,

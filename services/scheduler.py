@@ -71,24 +71,56 @@ async def _stripe_sync(hangar: Components, now: datetime) -> Any:
 JOBS: dict[str, Job] = {
     job.name: job
     for job in [
-        Job("gc", CronTrigger(minute=17), _gc, "abort stale uploads, delete unused blobs and orphaned objects"),
-        Job("offline", CronTrigger(second=30), _offline, "mark nodes without a recent heartbeat offline"),
-        Job("storage-sample", CronTrigger(minute=5), _storage_sample,
-            "record each tenant's stored bytes for this hour"),
-        Job("device-count", CronTrigger(hour="*/6", minute=10), _device_count,
-            "record a device-day per node enrolled and not revoked, today and the days before"),
-        Job("trial-expiry", CronTrigger(minute=25), _trial_expiry,
-            "end Starter trials after 30 days: paid Starter with a card on file, else paused"),
-        Job("period-close", CronTrigger(hour=1, minute=30), _period_close,
-            "finalize last month's invoices once the grace day has passed (gap-free numbers)"),
-        Job("stripe-sync", CronTrigger(minute="*/10"), _stripe_sync,
-            "push finalized invoices to Stripe and retry failed pushes"),
+        Job(
+            "gc",
+            CronTrigger(minute=17),
+            _gc,
+            "abort stale uploads, delete unused blobs and orphaned objects",
+        ),
+        Job(
+            "offline",
+            CronTrigger(second=30),
+            _offline,
+            "mark nodes without a recent heartbeat offline",
+        ),
+        Job(
+            "storage-sample",
+            CronTrigger(minute=5),
+            _storage_sample,
+            "record each tenant's stored bytes for this hour",
+        ),
+        Job(
+            "device-count",
+            CronTrigger(hour="*/6", minute=10),
+            _device_count,
+            "record a device-day per node enrolled and not revoked, today and the days before",
+        ),
+        Job(
+            "trial-expiry",
+            CronTrigger(minute=25),
+            _trial_expiry,
+            "end Starter trials after 30 days: paid Starter with a card on file, else paused",
+        ),
+        Job(
+            "period-close",
+            CronTrigger(hour=1, minute=30),
+            _period_close,
+            "finalize last month's invoices once the grace day has passed (gap-free numbers)",
+        ),
+        Job(
+            "stripe-sync",
+            CronTrigger(minute="*/10"),
+            _stripe_sync,
+            "push finalized invoices to Stripe and retry failed pushes",
+        ),
     ]
 }
 
 
 def _lock_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"hangar-job:{name}".encode()).digest()[:8], "big", signed=True)
+    return int.from_bytes(
+        hashlib.sha256(f"hangar-job:{name}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 async def run_job(
@@ -117,7 +149,12 @@ def build_scheduler(hangar: Components) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for job in JOBS.values():
         scheduler.add_job(
-            run_job, job.trigger, args=[hangar, job.name], id=job.name,
-            max_instances=1, coalesce=True, misfire_grace_time=3600,
+            run_job,
+            job.trigger,
+            args=[hangar, job.name],
+            id=job.name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
         )
     return scheduler

@@ -53,6 +53,8 @@ class FleetSettings(BaseSettings):
     # is marked offline by the ``offline`` job (a few missed beats, not one).
     heartbeat_seconds: float = 15
     offline_after_seconds: int = 90
+
+
 class StripeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANGAR_STRIPE_")
 

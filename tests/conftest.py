@@ -66,7 +66,10 @@ def settings(stack, localstripe) -> Settings:
         operator_token=SecretStr(secrets.token_urlsafe(16)),
         database=DatabaseSettings(url=url),
         s3=S3Settings(
-            endpoint=s3.endpoint, access_key=s3.access_key, secret_key=SecretStr(s3.secret_key), bucket=s3.bucket
+            endpoint=s3.endpoint,
+            access_key=s3.access_key,
+            secret_key=SecretStr(s3.secret_key),
+            bucket=s3.bucket,
         ),
         # Small parts so resumable uploads are exercised with small files (S3's minimum is 5 MiB).
         registry=RegistrySettings(part_size=5 * 1024 * 1024),
@@ -96,7 +99,9 @@ def _free_port() -> int:
 async def base_url(settings, hangar) -> AsyncIterator[str]:
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, hangar), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, hangar), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -28,7 +28,9 @@ class Tenant:
         return await self.http.request(method, path, headers=headers, **kwargs)
 
     async def key_with(self, *scopes: str) -> str:
-        resp = await self.request("POST", "/v1/keys/", json={"name": "scoped", "scopes": list(scopes)})
+        resp = await self.request(
+            "POST", "/v1/keys/", json={"name": "scoped", "scopes": list(scopes)}
+        )
         assert resp.status_code == 201, resp.text
         return resp.json()["secret"]
 
@@ -45,13 +47,17 @@ class Tenants:
 
     async def create(self, plan: str = "starter") -> Tenant:
         name = f"t-{secrets.token_hex(5)}"
-        resp = await self.http.post("/v1/tenants/", json={"name": name, "plan": plan}, headers=self.operator)
+        resp = await self.http.post(
+            "/v1/tenants/", json={"name": name, "plan": plan}, headers=self.operator
+        )
         assert resp.status_code == 201, resp.text
         body = resp.json()
         return Tenant(id=body["id"], name=name, key=body["admin_key"]["secret"], http=self.http)
 
 
-def write_gguf(path: Path, *, megabytes: float = 1, seed: int = 0, arch: str = "llama", context: int = 2048) -> Path:
+def write_gguf(
+    path: Path, *, megabytes: float = 1, seed: int = 0, arch: str = "llama", context: int = 2048
+) -> Path:
     """A small but valid GGUF model file: real header, random F32 tensors."""
     rng = np.random.default_rng(seed)
     writer = GGUFWriter(str(path), arch)
@@ -62,7 +68,9 @@ def write_gguf(path: Path, *, megabytes: float = 1, seed: int = 0, arch: str = "
     writer.add_head_count(4)
     writer.add_file_type(0)  # all F32
     floats = int(megabytes * 1024 * 1024 / 4)
-    writer.add_tensor("token_embd.weight", rng.standard_normal((floats // 64, 64), dtype=np.float32))
+    writer.add_tensor(
+        "token_embd.weight", rng.standard_normal((floats // 64, 64), dtype=np.float32)
+    )
     writer.add_tensor("output_norm.weight", np.ones(64, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -71,7 +79,13 @@ def write_gguf(path: Path, *, megabytes: float = 1, seed: int = 0, arch: str = "
     return path
 
 
-FACTS = {"hostname": "box", "os": "Linux", "arch": "x86_64", "cpu_cores": 2, "memory_bytes": 8 * 1024**3}
+FACTS = {
+    "hostname": "box",
+    "os": "Linux",
+    "arch": "x86_64",
+    "cpu_cores": 2,
+    "memory_bytes": 8 * 1024**3,
+}
 
 
 @dataclass
@@ -100,7 +114,9 @@ async def enroll_token(tenant: Tenant, **body) -> str:
     return resp.json()["secret"]
 
 
-async def enroll_node(tenant: Tenant, *, token: str | None = None, name: str | None = None, **facts) -> EnrolledNode:
+async def enroll_node(
+    tenant: Tenant, *, token: str | None = None, name: str | None = None, **facts
+) -> EnrolledNode:
     token = token or await enroll_token(tenant)
     resp = await tenant.http.post(
         "/v1/fleet/enroll", json={"token": token, "name": name, "facts": FACTS | facts}

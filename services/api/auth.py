@@ -41,11 +41,15 @@ class Principal:
         if Scope.admin in self.scopes or self.scopes & {s.value for s in allowed}:
             return
         names = ", ".join(s.value for s in (Scope.admin, *allowed))
-        raise Forbidden(f"this key's scopes ({', '.join(sorted(self.scopes))}) do not allow this; it needs one of: {names}")
+        raise Forbidden(
+            f"this key's scopes ({', '.join(sorted(self.scopes))}) do not allow this; it needs one of: {names}"
+        )
 
     def require_node(self) -> uuid.UUID:
         if self.node_id is None:
-            raise Forbidden("this route is for nodes: call it with the node credential from `hangar node enroll`")
+            raise Forbidden(
+                "this route is for nodes: call it with the node credential from `hangar node enroll`"
+            )
         return self.node_id
 
 
@@ -65,7 +69,9 @@ async def provide_principal(request: Request, hangar: Components) -> Principal:
     async with transaction(hangar.sessions) as session:
         if secret.startswith(NODE_CREDENTIAL_PREFIX):
             node = await nodes.authenticate(session, secret=secret)
-            return Principal(tenant_id=node.tenant_id, scopes=frozenset({NODE_SCOPE}), node_id=node.id)
+            return Principal(
+                tenant_id=node.tenant_id, scopes=frozenset({NODE_SCOPE}), node_id=node.id
+            )
         key = await tenants.authenticate(session, secret=secret)
     return Principal(tenant_id=key.tenant_id, scopes=frozenset(key.scopes), key_id=key.id)
 

@@ -46,22 +46,34 @@ class EnrollmentTokenController(Controller):
     tags = ["fleet"]
 
     @post("/")
-    async def create(self, db: AsyncSession, principal: Principal, data: EnrollmentTokenCreate) -> EnrollmentTokenCreated:
+    async def create(
+        self, db: AsyncSession, principal: Principal, data: EnrollmentTokenCreate
+    ) -> EnrollmentTokenCreated:
         principal.require()
         return await tokens.create_token(
-            db, tenant_id=principal.tenant_id, name=data.name, expires_in=timedelta(seconds=data.expires_in_seconds),
-            max_uses=data.max_uses, labels=data.labels,
+            db,
+            tenant_id=principal.tenant_id,
+            name=data.name,
+            expires_in=timedelta(seconds=data.expires_in_seconds),
+            max_uses=data.max_uses,
+            labels=data.labels,
         )
 
     @get("/")
     async def list(self, db: AsyncSession, principal: Principal) -> list[EnrollmentTokenOut]:
         principal.require()
-        return [tokens.token_out(t) for t in await tokens.list_tokens(db, tenant_id=principal.tenant_id)]
+        return [
+            tokens.token_out(t) for t in await tokens.list_tokens(db, tenant_id=principal.tenant_id)
+        ]
 
     @delete("/{token_id:uuid}", status_code=200)
-    async def revoke(self, db: AsyncSession, principal: Principal, token_id: uuid.UUID) -> EnrollmentTokenOut:
+    async def revoke(
+        self, db: AsyncSession, principal: Principal, token_id: uuid.UUID
+    ) -> EnrollmentTokenOut:
         principal.require()
-        return tokens.token_out(await tokens.revoke_token(db, tenant_id=principal.tenant_id, token_id=token_id))
+        return tokens.token_out(
+            await tokens.revoke_token(db, tenant_id=principal.tenant_id, token_id=token_id)
+        )
 
 
 class NodeController(Controller):
@@ -69,46 +81,77 @@ class NodeController(Controller):
     tags = ["fleet"]
 
     @get("/")
-    async def list(self, db: AsyncSession, hangar: Components, principal: Principal) -> list[NodeOut]:
+    async def list(
+        self, db: AsyncSession, hangar: Components, principal: Principal
+    ) -> list[NodeOut]:
         principal.require(Scope.read)
         after = _offline_after(hangar)
-        return [nodes.node_out(n, offline_after=after) for n in await nodes.list_nodes(db, tenant_id=principal.tenant_id)]
+        return [
+            nodes.node_out(n, offline_after=after)
+            for n in await nodes.list_nodes(db, tenant_id=principal.tenant_id)
+        ]
 
     @get("/{node_id:uuid}")
-    async def show(self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID) -> NodeOut:
+    async def show(
+        self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID
+    ) -> NodeOut:
         principal.require(Scope.read)
         node = await nodes.get_node(db, tenant_id=principal.tenant_id, node_id=node_id)
         return nodes.node_out(node, offline_after=_offline_after(hangar))
 
     @get("/{node_id:uuid}/reports")
     async def reports(
-        self, db: AsyncSession, principal: Principal, node_id: uuid.UUID,
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        node_id: uuid.UUID,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> list[NodeReportOut]:
         """Reports the node queued on disk while it could not reach the control plane."""
         principal.require(Scope.read)
-        return await nodes.list_reports(db, tenant_id=principal.tenant_id, node_id=node_id, limit=limit)
+        return await nodes.list_reports(
+            db, tenant_id=principal.tenant_id, node_id=node_id, limit=limit
+        )
 
     @post("/{node_id:uuid}/labels", status_code=200)
-    async def label(self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID, data: NodeLabels) -> NodeOut:
+    async def label(
+        self,
+        db: AsyncSession,
+        hangar: Components,
+        principal: Principal,
+        node_id: uuid.UUID,
+        data: NodeLabels,
+    ) -> NodeOut:
         principal.require()
-        node = await nodes.set_labels(db, tenant_id=principal.tenant_id, node_id=node_id, set_=data.set, remove=data.remove)
+        node = await nodes.set_labels(
+            db, tenant_id=principal.tenant_id, node_id=node_id, set_=data.set, remove=data.remove
+        )
         return nodes.node_out(node, offline_after=_offline_after(hangar))
 
     @post("/{node_id:uuid}/disable", status_code=200)
-    async def disable(self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID) -> NodeOut:
+    async def disable(
+        self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID
+    ) -> NodeOut:
         principal.require()
-        node = await nodes.set_disabled(db, tenant_id=principal.tenant_id, node_id=node_id, disabled=True)
+        node = await nodes.set_disabled(
+            db, tenant_id=principal.tenant_id, node_id=node_id, disabled=True
+        )
         return nodes.node_out(node, offline_after=_offline_after(hangar))
 
     @post("/{node_id:uuid}/enable", status_code=200)
-    async def enable(self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID) -> NodeOut:
+    async def enable(
+        self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID
+    ) -> NodeOut:
         principal.require()
-        node = await nodes.set_disabled(db, tenant_id=principal.tenant_id, node_id=node_id, disabled=False)
+        node = await nodes.set_disabled(
+            db, tenant_id=principal.tenant_id, node_id=node_id, disabled=False
+        )
         return nodes.node_out(node, offline_after=_offline_after(hangar))
 
     @post("/{node_id:uuid}/revoke", status_code=200)
-    async def revoke(self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID) -> NodeOut:
+    async def revoke(
+        self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID
+    ) -> NodeOut:
         principal.require()
         node = await nodes.revoke(db, tenant_id=principal.tenant_id, node_id=node_id)
         return nodes.node_out(node, offline_after=_offline_after(hangar))
@@ -119,10 +162,16 @@ class DeploymentController(Controller):
     tags = ["fleet"]
 
     @post("/")
-    async def create(self, db: AsyncSession, principal: Principal, data: DeploymentCreate) -> DeploymentOut:
+    async def create(
+        self, db: AsyncSession, principal: Principal, data: DeploymentCreate
+    ) -> DeploymentOut:
         principal.require()
         return await deployments.create_deployment(
-            db, tenant_id=principal.tenant_id, model=data.model, node_id=data.node_id, selector=data.selector
+            db,
+            tenant_id=principal.tenant_id,
+            model=data.model,
+            node_id=data.node_id,
+            selector=data.selector,
         )
 
     @get("/")
@@ -131,9 +180,13 @@ class DeploymentController(Controller):
         return await deployments.list_deployments(db, tenant_id=principal.tenant_id)
 
     @delete("/{deployment_id:uuid}")
-    async def remove(self, db: AsyncSession, principal: Principal, deployment_id: uuid.UUID) -> None:
+    async def remove(
+        self, db: AsyncSession, principal: Principal, deployment_id: uuid.UUID
+    ) -> None:
         principal.require()
-        await deployments.delete_deployment(db, tenant_id=principal.tenant_id, deployment_id=deployment_id)
+        await deployments.delete_deployment(
+            db, tenant_id=principal.tenant_id, deployment_id=deployment_id
+        )
 
 
 class NodeAgentController(Controller):
@@ -143,28 +196,42 @@ class NodeAgentController(Controller):
     tags = ["node runtime"]
 
     @post("/enroll", status_code=201, security=[])
-    async def enroll(self, db: AsyncSession, hangar: Components, data: EnrollRequest) -> EnrollResponse:
+    async def enroll(
+        self, db: AsyncSession, hangar: Components, data: EnrollRequest
+    ) -> EnrollResponse:
         """Exchange an enrollment token and the machine's facts for a node credential."""
         return await tokens.enroll(
-            db, request=data, heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds,
+            db,
+            request=data,
+            heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds,
             trial_days=hangar.settings.billing.trial_days,
         )
 
     @post("/heartbeat", status_code=200)
-    async def heartbeat(self, db: AsyncSession, hangar: Components, principal: Principal, data: Heartbeat) -> HeartbeatReply:
+    async def heartbeat(
+        self, db: AsyncSession, hangar: Components, principal: Principal, data: Heartbeat
+    ) -> HeartbeatReply:
         revision = await heartbeats.heartbeat(db, node_id=principal.require_node(), beat=data)
         return HeartbeatReply(
-            desired_revision=revision, heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds, server_time=utcnow()
+            desired_revision=revision,
+            heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds,
+            server_time=utcnow(),
         )
 
     @post("/reports", status_code=200)
-    async def reports(self, db: AsyncSession, principal: Principal, data: ReportBatch) -> ReportBatchReply:
+    async def reports(
+        self, db: AsyncSession, principal: Principal, data: ReportBatch
+    ) -> ReportBatchReply:
         node_id = principal.require_node()
-        return await heartbeats.store_reports(db, tenant_id=principal.tenant_id, node_id=node_id, batch=data)
+        return await heartbeats.store_reports(
+            db, tenant_id=principal.tenant_id, node_id=node_id, batch=data
+        )
 
     @get("/desired")
     async def desired(self, db: AsyncSession, principal: Principal) -> DesiredState:
-        node = await nodes.get_node(db, tenant_id=principal.tenant_id, node_id=principal.require_node())
+        node = await nodes.get_node(
+            db, tenant_id=principal.tenant_id, node_id=principal.require_node()
+        )
         return await deployments.desired_state(db, node=node)
 
     @get("/peers")
@@ -173,7 +240,10 @@ class NodeAgentController(Controller):
     ) -> PeerList:
         """Same-tenant nodes online now; with ``digest``, only those holding it ready."""
         found = await heartbeats.peers(
-            db, tenant_id=principal.tenant_id, node_id=principal.require_node(), offline_after=_offline_after(hangar),
+            db,
+            tenant_id=principal.tenant_id,
+            node_id=principal.require_node(),
+            offline_after=_offline_after(hangar),
             digest=digest,
         )
         return PeerList(peers=found)

@@ -8,7 +8,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("hangar_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("hangar_http_request_seconds", "Time to the response headers", ["method", "route"])
+LATENCY = Histogram(
+    "hangar_http_request_seconds", "Time to the response headers", ["method", "route"]
+)
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:

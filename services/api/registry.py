@@ -11,7 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import service
 from registry.downloads import Download
-from registry.schemas import ModelOut, ModelSummary, PushResult, TagMove, UploadComplete, UploadCreate, UploadOut, VersionOut
+from registry.schemas import (
+    ModelOut,
+    ModelSummary,
+    PushResult,
+    TagMove,
+    UploadComplete,
+    UploadCreate,
+    UploadOut,
+    VersionOut,
+)
 from services.api.auth import Principal
 from services.components import Components
 from services.errors import BadRequest
@@ -71,24 +80,36 @@ class ModelController(Controller):
     @get("/{name:str}")
     async def show(self, db: AsyncSession, principal: Principal, name: str) -> ModelOut:
         principal.require(Scope.read)
-        return service.model_out(await service.get_model(db, tenant_id=principal.tenant_id, name=name))
+        return service.model_out(
+            await service.get_model(db, tenant_id=principal.tenant_id, name=name)
+        )
 
     @get("/{name:str}/versions/{ref:str}")
-    async def version(self, db: AsyncSession, principal: Principal, name: str, ref: str) -> VersionOut:
+    async def version(
+        self, db: AsyncSession, principal: Principal, name: str, ref: str
+    ) -> VersionOut:
         principal.require(Scope.read)
-        model, version = await service.resolve(db, tenant_id=principal.tenant_id, name=name, ref=ref)
+        model, version = await service.resolve(
+            db, tenant_id=principal.tenant_id, name=name, ref=ref
+        )
         tags = [t.name for t in model.tags if t.version_id == version.id]
         return service.version_out(version, tags)
 
     @delete("/{name:str}/versions/{ref:str}")
-    async def delete_version(self, db: AsyncSession, principal: Principal, name: str, ref: str) -> None:
+    async def delete_version(
+        self, db: AsyncSession, principal: Principal, name: str, ref: str
+    ) -> None:
         principal.require()
         await service.delete_version(db, tenant_id=principal.tenant_id, name=name, ref=ref)
 
     @put("/{name:str}/tags/{tag:str}")
-    async def move_tag(self, db: AsyncSession, principal: Principal, name: str, tag: str, data: TagMove) -> ModelOut:
+    async def move_tag(
+        self, db: AsyncSession, principal: Principal, name: str, tag: str, data: TagMove
+    ) -> ModelOut:
         principal.require()
-        return await service.move_tag(db, tenant_id=principal.tenant_id, name=name, tag=tag, number=data.version)
+        return await service.move_tag(
+            db, tenant_id=principal.tenant_id, name=name, tag=tag, number=data.version
+        )
 
     @delete("/{name:str}/tags/{tag:str}")
     async def delete_tag(self, db: AsyncSession, principal: Principal, name: str, tag: str) -> None:
@@ -97,38 +118,64 @@ class ModelController(Controller):
 
     @post("/{name:str}/versions", status_code=201, request_max_body_size=None)
     async def push(
-        self, request: Request, hangar: Components, principal: Principal, name: str, tag: str = "latest",
+        self,
+        request: Request,
+        hangar: Components,
+        principal: Principal,
+        name: str,
+        tag: str = "latest",
         digest: str | None = None,
     ) -> PushResult:
         """Upload a whole GGUF file in one request body (``curl -T``). For large
         files prefer an upload session, which resumes after a dropped connection."""
         principal.require()
         return await hangar.uploads.push(
-            tenant_id=principal.tenant_id, model=name, tag=tag, size=_content_length(request),
-            digest=digest, body=_body(request),
+            tenant_id=principal.tenant_id,
+            model=name,
+            tag=tag,
+            size=_content_length(request),
+            digest=digest,
+            body=_body(request),
         )
 
     @get("/{name:str}/versions/{ref:str}/blob")
-    async def download(self, request: Request, hangar: Components, principal: Principal, name: str, ref: str) -> Response:
+    async def download(
+        self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
+    ) -> Response:
         principal.require(Scope.read, node=True)
         dl = await hangar.downloads.open(
-            tenant_id=principal.tenant_id, name=name, ref=ref,
-            range_header=request.headers.get("range"), if_range=request.headers.get("if-range"),
+            tenant_id=principal.tenant_id,
+            name=name,
+            ref=ref,
+            range_header=request.headers.get("range"),
+            if_range=request.headers.get("if-range"),
             node_id=principal.node_id,
         )
         return Stream(
-            dl.body, status_code=206 if dl.range.partial else 200,
-            headers=_download_headers(dl), media_type="application/octet-stream",
+            dl.body,
+            status_code=206 if dl.range.partial else 200,
+            headers=_download_headers(dl),
+            media_type="application/octet-stream",
         )
 
     @head("/{name:str}/versions/{ref:str}/blob")
-    async def download_head(self, request: Request, hangar: Components, principal: Principal, name: str, ref: str) -> Response[None]:
+    async def download_head(
+        self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
+    ) -> Response[None]:
         principal.require(Scope.read, node=True)
         dl = await hangar.downloads.open(
-            tenant_id=principal.tenant_id, name=name, ref=ref,
-            range_header=request.headers.get("range"), send_body=False,
+            tenant_id=principal.tenant_id,
+            name=name,
+            ref=ref,
+            range_header=request.headers.get("range"),
+            send_body=False,
         )
-        return Response(b"", status_code=206 if dl.range.partial else 200, headers=_download_headers(dl), media_type="application/octet-stream")
+        return Response(
+            b"",
+            status_code=206 if dl.range.partial else 200,
+            headers=_download_headers(dl),
+            media_type="application/octet-stream",
+        )
 
 
 class UploadController(Controller):
@@ -136,10 +183,16 @@ class UploadController(Controller):
     tags = ["registry"]
 
     @post("/")
-    async def start(self, hangar: Components, principal: Principal, data: UploadCreate) -> UploadOut:
+    async def start(
+        self, hangar: Components, principal: Principal, data: UploadCreate
+    ) -> UploadOut:
         principal.require()
         upload = await hangar.uploads.start(
-            tenant_id=principal.tenant_id, model=data.model, tag=data.tag, size=data.size, digest=data.digest
+            tenant_id=principal.tenant_id,
+            model=data.model,
+            tag=data.tag,
+            size=data.size,
+            digest=data.digest,
         )
         return upload_out(upload)
 
@@ -150,24 +203,37 @@ class UploadController(Controller):
         return [upload_out(u) for u in await hangar.uploads.list(tenant_id=principal.tenant_id)]
 
     @get("/{upload_id:uuid}")
-    async def status(self, hangar: Components, principal: Principal, upload_id: uuid.UUID) -> UploadOut:
+    async def status(
+        self, hangar: Components, principal: Principal, upload_id: uuid.UUID
+    ) -> UploadOut:
         principal.require()
-        return upload_out(await hangar.uploads.get(tenant_id=principal.tenant_id, upload_id=upload_id))
+        return upload_out(
+            await hangar.uploads.get(tenant_id=principal.tenant_id, upload_id=upload_id)
+        )
 
     @patch("/{upload_id:uuid}", request_max_body_size=None)
-    async def append(self, request: Request, hangar: Components, principal: Principal, upload_id: uuid.UUID) -> UploadOut:
+    async def append(
+        self, request: Request, hangar: Components, principal: Principal, upload_id: uuid.UUID
+    ) -> UploadOut:
         """Append the body at ``Upload-Offset``. If the connection drops, GET the
         session and send again from ``committed``."""
         principal.require()
         upload = await hangar.uploads.append(
-            tenant_id=principal.tenant_id, upload_id=upload_id, offset=_offset(request), body=_body(request)
+            tenant_id=principal.tenant_id,
+            upload_id=upload_id,
+            offset=_offset(request),
+            body=_body(request),
         )
         return upload_out(upload)
 
     @post("/{upload_id:uuid}/complete", status_code=201)
-    async def complete(self, hangar: Components, principal: Principal, upload_id: uuid.UUID, data: UploadComplete) -> PushResult:
+    async def complete(
+        self, hangar: Components, principal: Principal, upload_id: uuid.UUID, data: UploadComplete
+    ) -> PushResult:
         principal.require()
-        return await hangar.uploads.complete(tenant_id=principal.tenant_id, upload_id=upload_id, digest=data.digest)
+        return await hangar.uploads.complete(
+            tenant_id=principal.tenant_id, upload_id=upload_id, digest=data.digest
+        )
 
     @delete("/{upload_id:uuid}")
     async def cancel(self, hangar: Components, principal: Principal, upload_id: uuid.UUID) -> None:

@@ -30,11 +30,16 @@ class TenantController(Controller):
     async def create(self, db: AsyncSession, data: TenantCreate, operator: None) -> TenantCreated:
         tenant = await service.create_tenant(db, name=data.name, plan=data.plan)
         key = await service.create_key(db, tenant_id=tenant.id, name="admin", scopes=[Scope.admin])
-        return TenantCreated(**TenantOut.model_validate(tenant, from_attributes=True).model_dump(), admin_key=key)
+        return TenantCreated(
+            **TenantOut.model_validate(tenant, from_attributes=True).model_dump(), admin_key=key
+        )
 
     @get("/")
     async def list(self, db: AsyncSession, operator: None) -> list[TenantOut]:
-        return [TenantOut.model_validate(t, from_attributes=True) for t in await service.list_tenants(db)]
+        return [
+            TenantOut.model_validate(t, from_attributes=True)
+            for t in await service.list_tenants(db)
+        ]
 
 
 class KeyController(Controller):
@@ -42,16 +47,24 @@ class KeyController(Controller):
     tags = ["keys"]
 
     @post("/")
-    async def create(self, db: AsyncSession, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:
+    async def create(
+        self, db: AsyncSession, principal: Principal, data: ApiKeyCreate
+    ) -> ApiKeyCreated:
         principal.require()
-        return await service.create_key(db, tenant_id=principal.tenant_id, name=data.name, scopes=data.scopes)
+        return await service.create_key(
+            db, tenant_id=principal.tenant_id, name=data.name, scopes=data.scopes
+        )
 
     @get("/")
     async def list(self, db: AsyncSession, principal: Principal) -> list[ApiKeyOut]:
         principal.require()
-        return [service.key_out(k) for k in await service.list_keys(db, tenant_id=principal.tenant_id)]
+        return [
+            service.key_out(k) for k in await service.list_keys(db, tenant_id=principal.tenant_id)
+        ]
 
     @delete("/{key_id:uuid}", status_code=200)
     async def revoke(self, db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKeyOut:
         principal.require()
-        return service.key_out(await service.revoke_key(db, tenant_id=principal.tenant_id, key_id=key_id))
+        return service.key_out(
+            await service.revoke_key(db, tenant_id=principal.tenant_id, key_id=key_id)
+        )

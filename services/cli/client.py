@@ -23,7 +23,9 @@ def client(token_env: str = "HANGAR_TOKEN", timeout: float = 60) -> httpx.Client
     url = os.environ.get("HANGAR_URL", "http://127.0.0.1:8080")
     token = os.environ.get(token_env, "")
     if not token:
-        fail(f"set {token_env} to your {'operator token' if 'OPERATOR' in token_env else 'API key'}")
+        fail(
+            f"set {token_env} to your {'operator token' if 'OPERATOR' in token_env else 'API key'}"
+        )
     return httpx.Client(
         base_url=url,
         headers={"Authorization": f"Bearer {token}"},
@@ -50,7 +52,9 @@ def call(method: str, path: str, *, token_env: str = "HANGAR_TOKEN", **kwargs: A
         try:
             return check(http.request(method, path, **kwargs))
         except httpx.TransportError as exc:
-            fail(f"cannot reach Hangar at {http.base_url}: {exc}. Is `hangar up` running? Is HANGAR_URL right?")
+            fail(
+                f"cannot reach Hangar at {http.base_url}: {exc}. Is `hangar up` running? Is HANGAR_URL right?"
+            )
 
 
 def print_json(data: Any) -> None:

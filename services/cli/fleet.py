@@ -75,16 +75,27 @@ def tokens_create(
     expires: Annotated[str, typer.Option(help="lifetime, e.g. 30m, 24h, 7d")] = "24h",
     uses: Annotated[int, typer.Option(help="how many machines may enroll with it")] = 1,
     name: Annotated[str, typer.Option(help="a label for the token")] = "default",
-    label: Annotated[list[str], typer.Option(help="KEY=VALUE given to every node it enrolls (repeatable)")] = [],  # noqa: B006
+    label: Annotated[
+        list[str], typer.Option(help="KEY=VALUE given to every node it enrolls (repeatable)")
+    ] = [],  # noqa: B006
     json: JSON = False,
 ) -> None:
     """Create an enrollment token; the secret is shown once."""
-    body = {"name": name, "expires_in_seconds": seconds(expires), "max_uses": uses, "labels": labels(label)}
+    body = {
+        "name": name,
+        "expires_in_seconds": seconds(expires),
+        "max_uses": uses,
+        "labels": labels(label),
+    }
     token = call("POST", "/v1/enrollment-tokens/", json=body)
     if json:
         return print_json(token)
-    out.print(f"token {token['id']} ({uses} uses, expires {_ago(token['expires_at'])} UTC): [bold]{token['secret']}[/]")
-    out.print("on the machine: hangar node enroll --server $HANGAR_URL --token <the token> --data-dir /var/lib/hangar-node")
+    out.print(
+        f"token {token['id']} ({uses} uses, expires {_ago(token['expires_at'])} UTC): [bold]{token['secret']}[/]"
+    )
+    out.print(
+        "on the machine: hangar node enroll --server $HANGAR_URL --token <the token> --data-dir /var/lib/hangar-node"
+    )
 
 
 @tokens.command("ls")
@@ -95,8 +106,18 @@ def tokens_ls(json: JSON = False) -> None:
         return print_json(rows)
     _table(
         ["id", "name", "prefix", "state", "uses", "expires", "labels"],
-        [[t["id"], t["name"], t["prefix"] + "…", t["state"], f"{t['uses']}/{t['max_uses']}", _ago(t["expires_at"]),
-          ",".join(f"{k}={v}" for k, v in t["labels"].items())] for t in rows],
+        [
+            [
+                t["id"],
+                t["name"],
+                t["prefix"] + "…",
+                t["state"],
+                f"{t['uses']}/{t['max_uses']}",
+                _ago(t["expires_at"]),
+                ",".join(f"{k}={v}" for k, v in t["labels"].items()),
+            ]
+            for t in rows
+        ],
     )
 
 
@@ -118,8 +139,17 @@ def nodes_ls(json: JSON = False) -> None:
         return print_json(rows)
     _table(
         ["id", "name", "state", "last seen (UTC)", "labels", "models"],
-        [[n["id"], n["name"], n["state"], _ago(n["last_seen_at"]), ",".join(f"{k}={v}" for k, v in n["labels"].items()),
-          _models(n)] for n in rows],
+        [
+            [
+                n["id"],
+                n["name"],
+                n["state"],
+                _ago(n["last_seen_at"]),
+                ",".join(f"{k}={v}" for k, v in n["labels"].items()),
+                _models(n),
+            ]
+            for n in rows
+        ],
     )
 
 
@@ -130,18 +160,35 @@ def nodes_show(node_id: uuid.UUID, json: JSON = False) -> None:
     if json:
         return print_json(n)
     f = n["facts"]
-    out.print(f"[bold]{n['name']}[/] {n['id']}  state: [bold]{n['state']}[/]  last seen: {_ago(n['last_seen_at'])} UTC")
-    out.print(f"labels: {n['labels']}  revision: applied {n['applied_revision']} of {n['desired_revision']}")
-    out.print(f"{f.get('os')} {f.get('arch')}, {f.get('cpu_cores')} cores, {f.get('memory_bytes', 0) / 1e9:.1f} GB RAM, "
-              f"gpu: {f.get('gpu') or 'none'}, runtime {f.get('runtime_version')}, api {f.get('api_url')}")
+    out.print(
+        f"[bold]{n['name']}[/] {n['id']}  state: [bold]{n['state']}[/]  last seen: {_ago(n['last_seen_at'])} UTC"
+    )
+    out.print(
+        f"labels: {n['labels']}  revision: applied {n['applied_revision']} of {n['desired_revision']}"
+    )
+    out.print(
+        f"{f.get('os')} {f.get('arch')}, {f.get('cpu_cores')} cores, {f.get('memory_bytes', 0) / 1e9:.1f} GB RAM, "
+        f"gpu: {f.get('gpu') or 'none'}, runtime {f.get('runtime_version')}, api {f.get('api_url')}"
+    )
     c = n["counters"]
-    out.print(f"served {c['completed']}/{c['requests']} requests, {c['prompt_tokens']}+{c['completion_tokens']} tokens, "
-              f"{c['rejected']} rejected, {c['forwarded']} forwarded")
+    out.print(
+        f"served {c['completed']}/{c['requests']} requests, {c['prompt_tokens']}+{c['completion_tokens']} tokens, "
+        f"{c['rejected']} rejected, {c['forwarded']} forwarded"
+    )
     _table(
         ["model", "ref", "digest", "state", "progress", "loaded", "reason"],
-        [[m["name"], m["ref"], m["digest"][:19] + "…", m["state"],
-          f"{100 * m['bytes_done'] // m['bytes_total']}%" if m["bytes_total"] else "", m["loaded"], m.get("reason")]
-         for m in n["models"]],
+        [
+            [
+                m["name"],
+                m["ref"],
+                m["digest"][:19] + "…",
+                m["state"],
+                f"{100 * m['bytes_done'] // m['bytes_total']}%" if m["bytes_total"] else "",
+                m["loaded"],
+                m.get("reason"),
+            ]
+            for m in n["models"]
+        ],
     )
 
 
@@ -152,8 +199,11 @@ def nodes_label(
 ) -> None:
     """Set or remove labels (deployments by label selector follow them)."""
     remove = [p[:-1] for p in pairs if p.endswith("-") and "=" not in p]
-    node = call("POST", f"/v1/nodes/{node_id}/labels",
-                json={"set": labels([p for p in pairs if p[:-1] not in remove]), "remove": remove})
+    node = call(
+        "POST",
+        f"/v1/nodes/{node_id}/labels",
+        json={"set": labels([p for p in pairs if p[:-1] not in remove]), "remove": remove},
+    )
     out.print(f"{node['name']}: {node['labels']}")
 
 
@@ -182,19 +232,29 @@ def nodes_revoke(node_id: uuid.UUID) -> None:
 
 
 def deploy(
-    model: Annotated[str, typer.Argument(help="NAME:TAG (follows the tag) or NAME@sha256:… (pinned)")],
-    label: Annotated[list[str], typer.Option(help="KEY=VALUE: every node with all these labels (repeatable)")] = [],  # noqa: B006
+    model: Annotated[
+        str, typer.Argument(help="NAME:TAG (follows the tag) or NAME@sha256:… (pinned)")
+    ],
+    label: Annotated[
+        list[str], typer.Option(help="KEY=VALUE: every node with all these labels (repeatable)")
+    ] = [],  # noqa: B006
     node: Annotated[uuid.UUID | None, typer.Option(help="one node by id")] = None,
     json: JSON = False,
 ) -> None:
     """Assign a model to nodes by id or by label selector."""
     if (node is None) == (not label):
         fail("give exactly one target: --node ID or --label KEY=VALUE")
-    body = {"model": model, "node_id": str(node) if node else None, "selector": labels(label) or None}
+    body = {
+        "model": model,
+        "node_id": str(node) if node else None,
+        "selector": labels(label) or None,
+    }
     d = call("POST", "/v1/deployments/", json=body)
     if json:
         return print_json(d)
-    out.print(f"deployment {d['id']}: {d['model']}:{d['ref'][:19]} (version {d['version']}) -> {d['nodes']} node(s)")
+    out.print(
+        f"deployment {d['id']}: {d['model']}:{d['ref'][:19]} (version {d['version']}) -> {d['nodes']} node(s)"
+    )
 
 
 @deployments.command("ls")
@@ -205,8 +265,17 @@ def deployments_ls(json: JSON = False) -> None:
         return print_json(rows)
     _table(
         ["id", "model", "ref", "version", "target", "nodes"],
-        [[d["id"], d["model"], d["ref"][:19], d["version"],
-          d["node_id"] or ",".join(f"{k}={v}" for k, v in (d["selector"] or {}).items()), d["nodes"]] for d in rows],
+        [
+            [
+                d["id"],
+                d["model"],
+                d["ref"][:19],
+                d["version"],
+                d["node_id"] or ",".join(f"{k}={v}" for k, v in (d["selector"] or {}).items()),
+                d["nodes"],
+            ]
+            for d in rows
+        ],
     )
 
 

@@ -13,8 +13,12 @@ from node_runtime.cli import app as node_app
 from services.cli import billing, fleet, transfer
 from services.cli.client import call, out, print_json
 
-app = typer.Typer(help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True)
-tenants = typer.Typer(help="Tenants (platform operator; uses HANGAR_OPERATOR_TOKEN).", no_args_is_help=True)
+app = typer.Typer(
+    help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True
+)
+tenants = typer.Typer(
+    help="Tenants (platform operator; uses HANGAR_OPERATOR_TOKEN).", no_args_is_help=True
+)
 keys = typer.Typer(help="API keys of your tenant.", no_args_is_help=True)
 models = typer.Typer(help="Models in the registry.", no_args_is_help=True)
 jobs = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
@@ -56,7 +60,9 @@ def _size(n: int) -> str:
 
 @app.command()
 def up(
-    data_dir: Annotated[Path, typer.Option(help="where Postgres, S3 and the token live")] = Path(".hangar"),
+    data_dir: Annotated[Path, typer.Option(help="where Postgres, S3 and the token live")] = Path(
+        ".hangar"
+    ),
     port: Annotated[int, typer.Option(help="API port")] = 8080,
 ) -> None:
     """Start everything on this machine: embedded Postgres and S3 (unless
@@ -117,20 +123,27 @@ def tenants_ls(json: JSON = False) -> None:
     rows = call("GET", "/v1/tenants/", token_env=OPERATOR)
     if json:
         return print_json(rows)
-    _table(["id", "name", "plan", "created"], [[t["id"], t["name"], t["plan"], t["created_at"]] for t in rows])
+    _table(
+        ["id", "name", "plan", "created"],
+        [[t["id"], t["name"], t["plan"], t["created_at"]] for t in rows],
+    )
 
 
 @keys.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="a label for the key")] = "default",
-    scope: Annotated[list[str], typer.Option(help="admin, finance or read (repeatable)")] = ["admin"],  # noqa: B006
+    scope: Annotated[
+        list[str] | None, typer.Option(help="admin, finance or read (repeatable; default admin)")
+    ] = None,
     json: JSON = False,
 ) -> None:
     """Create an API key; the secret is shown once."""
-    key = call("POST", "/v1/keys/", json={"name": name, "scopes": scope})
+    key = call("POST", "/v1/keys/", json={"name": name, "scopes": scope or ["admin"]})
     if json:
         return print_json(key)
-    out.print(f"key {key['id']} ({', '.join(key['scopes'])}): [bold]{key['secret']}[/]  (shown once)")
+    out.print(
+        f"key {key['id']} ({', '.join(key['scopes'])}): [bold]{key['secret']}[/]  (shown once)"
+    )
 
 
 @keys.command("ls")
@@ -141,7 +154,18 @@ def keys_ls(json: JSON = False) -> None:
         return print_json(rows)
     _table(
         ["id", "name", "scopes", "prefix", "created", "revoked", "last used"],
-        [[k["id"], k["name"], ",".join(k["scopes"]), k["prefix"] + "…", k["created_at"], k["revoked_at"], k["last_used_at"]] for k in rows],
+        [
+            [
+                k["id"],
+                k["name"],
+                ",".join(k["scopes"]),
+                k["prefix"] + "…",
+                k["created_at"],
+                k["revoked_at"],
+                k["last_used_at"],
+            ]
+            for k in rows
+        ],
     )
 
 
@@ -182,9 +206,15 @@ def models_ls(json: JSON = False) -> None:
     _table(
         ["name", "versions", "tags", "latest", "size", "arch", "quant"],
         [
-            [m["name"], m["versions"], ", ".join(f"{t}→{n}" for t, n in m["tags"].items()),
-             m["latest"] and m["latest"]["number"], m["latest"] and _size(m["latest"]["size"]),
-             m["latest"] and m["latest"]["gguf"].get("architecture"), m["latest"] and m["latest"]["gguf"].get("file_type")]
+            [
+                m["name"],
+                m["versions"],
+                ", ".join(f"{t}→{n}" for t, n in m["tags"].items()),
+                m["latest"] and m["latest"]["number"],
+                m["latest"] and _size(m["latest"]["size"]),
+                m["latest"] and m["latest"]["gguf"].get("architecture"),
+                m["latest"] and m["latest"]["gguf"].get("file_type"),
+            ]
             for m in rows
         ],
     )
@@ -196,20 +226,32 @@ def models_show(name: str, json: JSON = False) -> None:
     model = call("GET", f"/v1/models/{name}")
     if json:
         return print_json(model)
-    out.print(f"[bold]{model['name']}[/]  tags: {', '.join(f'{t}→{n}' for t, n in model['tags'].items())}")
+    out.print(
+        f"[bold]{model['name']}[/]  tags: {', '.join(f'{t}→{n}' for t, n in model['tags'].items())}"
+    )
     _table(
         ["version", "tags", "digest", "size", "arch", "params", "quant", "ctx", "memory"],
         [
-            [v["number"], ",".join(v["tags"]), v["digest"][7:19] + "…", _size(v["size"]), v["gguf"].get("architecture"),
-             f"{v['gguf'].get('parameter_count', 0) / 1e6:.0f}M", v["gguf"].get("file_type"),
-             v["gguf"].get("context_length"), _size(v["gguf"].get("estimated_memory_bytes", 0))]
+            [
+                v["number"],
+                ",".join(v["tags"]),
+                v["digest"][7:19] + "…",
+                _size(v["size"]),
+                v["gguf"].get("architecture"),
+                f"{v['gguf'].get('parameter_count', 0) / 1e6:.0f}M",
+                v["gguf"].get("file_type"),
+                v["gguf"].get("context_length"),
+                _size(v["gguf"].get("estimated_memory_bytes", 0)),
+            ]
             for v in model["versions"]
         ],
     )
 
 
 @models.command("rm")
-def models_rm(ref: Annotated[str, typer.Argument(help="NAME:VERSION-NUMBER, NAME:TAG or NAME@sha256:…")]) -> None:
+def models_rm(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION-NUMBER, NAME:TAG or NAME@sha256:…")],
+) -> None:
     """Delete a version (its blob is freed when no version uses it)."""
     name, version = transfer.split_ref(ref)
     call("DELETE", f"/v1/models/{name}/versions/{version}")

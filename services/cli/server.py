@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from contextlib import ExitStack
@@ -17,15 +18,15 @@ from services.settings import Settings
 log = logging.getLogger("hangar")
 
 
-def operator_token(settings: Settings) -> tuple[str, bool]:
+def operator_token(settings: Settings) -> str:
     """From HANGAR_OPERATOR_TOKEN, else generated once and kept in the data dir."""
     if settings.operator_token.get_secret_value():
-        return settings.operator_token.get_secret_value(), False
+        return settings.operator_token.get_secret_value()
     path = settings.data_dir / "operator-token"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
-    return path.read_text().strip(), True
+    return path.read_text().strip()
 
 
 def start_embedded(settings: Settings, stack: ExitStack) -> Settings:
@@ -44,8 +45,7 @@ def start_embedded(settings: Settings, stack: ExitStack) -> Settings:
         stack.callback(s3.stop)
         settings.s3.endpoint = s3.start()
         settings.s3.access_key, settings.s3.secret_key = s3.access_key, SecretStr(s3.secret_key)
-    token, generated = operator_token(settings)
-    settings.operator_token = SecretStr(token)
+    settings.operator_token = SecretStr(operator_token(settings))
     return settings
 
 
@@ -53,7 +53,9 @@ def migrate(settings: Settings) -> None:
     from services.migrate import upgrade
 
     if not settings.database.url:
-        raise SystemExit("set HANGAR_DATABASE_URL (or use `hangar up`, which starts its own Postgres)")
+        raise SystemExit(
+            "set HANGAR_DATABASE_URL (or use `hangar up`, which starts its own Postgres)"
+        )
     upgrade(settings.database.url)
 
 
@@ -70,8 +72,11 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
     try:
         if api:
             config = uvicorn.Config(
-                create_app(settings, hangar), host=settings.host, port=settings.port,
-                log_level="info", timeout_graceful_shutdown=10,
+                create_app(settings, hangar),
+                host=settings.host,
+                port=settings.port,
+                log_level="info",
+                timeout_graceful_shutdown=10,
             )
             await uvicorn.Server(config).serve()
         else:
@@ -83,11 +88,11 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
 
 
 def run(settings: Settings, *, api: bool = True, jobs: bool = True) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
         asyncio.run(_serve(settings, api=api, jobs=jobs))
-    except KeyboardInterrupt:
-        pass
 
 
 def up(settings: Settings, data_dir: Path, port: int) -> None:

@@ -9,7 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from services.cli.client import check, client, fail, out
 
@@ -19,8 +25,11 @@ RETRIES = 8
 
 def progress_bar() -> Progress:
     return Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(),
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
     )
 
 
@@ -72,9 +81,15 @@ def push(path: Path, ref: str) -> dict:
             resp = http.get(f"/v1/uploads/{json.loads(state.read_text())['id']}")
             if resp.status_code == 200:
                 upload = resp.json()
-                progress.console.print(f"resuming upload {upload['id']} at {upload['committed']} bytes")
+                progress.console.print(
+                    f"resuming upload {upload['id']} at {upload['committed']} bytes"
+                )
         if upload is None:
-            upload = check(http.post("/v1/uploads/", json={"model": name, "tag": tag, "size": size, "digest": digest}))
+            upload = check(
+                http.post(
+                    "/v1/uploads/", json={"model": name, "tag": tag, "size": size, "digest": digest}
+                )
+            )
             state.write_text(json.dumps({"id": upload["id"]}))
         task = progress.add_task("uploading", total=size, completed=upload["committed"])
         for attempt in range(RETRIES + 1):
@@ -86,7 +101,10 @@ def push(path: Path, ref: str) -> dict:
                 resp = http.patch(
                     f"/v1/uploads/{upload['id']}",
                     content=_read_from(path, committed, progress, task),
-                    headers={"Upload-Offset": str(committed), "Content-Type": "application/octet-stream"},
+                    headers={
+                        "Upload-Offset": str(committed),
+                        "Content-Type": "application/octet-stream",
+                    },
                 )
                 if resp.status_code >= 500 or resp.status_code == 409:
                     raise httpx.HTTPError(f"server answered {resp.status_code}")
@@ -142,7 +160,9 @@ def pull(ref: str, dest: Path) -> str:
     actual = "sha256:" + hasher.hexdigest()
     if actual != digest:
         partial.unlink(missing_ok=True)
-        fail(f"downloaded bytes hash to {actual}, expected {digest}; the partial file was removed, pull again")
+        fail(
+            f"downloaded bytes hash to {actual}, expected {digest}; the partial file was removed, pull again"
+        )
     partial.replace(dest)
     out.print(f"{dest}  {digest}")
     return digest

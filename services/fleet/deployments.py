@@ -18,7 +18,9 @@ from services.fleet.nodes import get_node
 from services.fleet.revisions import bump_deployment_targets
 from services.fleet.schemas import DeploymentOut, check_labels
 
-REF_HELP = "name the model as NAME:TAG (follows the tag when it moves) or NAME@sha256:<hex> (one version)"
+REF_HELP = (
+    "name the model as NAME:TAG (follows the tag when it moves) or NAME@sha256:<hex> (one version)"
+)
 
 
 def parse_model_ref(value: str) -> tuple[str, str]:
@@ -30,7 +32,9 @@ def parse_model_ref(value: str) -> tuple[str, str]:
         raise BadRequest(f"invalid model {value!r}: {REF_HELP}")
     tag = tag or "latest"
     if tag.isdigit():
-        raise BadRequest(f"invalid model {value!r}: deploy a tag or a digest, not a version number; {REF_HELP}")
+        raise BadRequest(
+            f"invalid model {value!r}: deploy a tag or a digest, not a version number; {REF_HELP}"
+        )
     return check_name(name), check_name(tag, what="tag")
 
 
@@ -42,17 +46,26 @@ def _targets():
 
 
 async def create_deployment(
-    session: AsyncSession, *, tenant_id: uuid.UUID, model: str, node_id: uuid.UUID | None,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    model: str,
+    node_id: uuid.UUID | None,
     selector: dict[str, str] | None,
 ) -> DeploymentOut:
     if (node_id is None) == (not selector):
-        raise BadRequest("give exactly one target: a node id (--node ID) or a label selector (--label k=v)")
+        raise BadRequest(
+            "give exactly one target: a node id (--node ID) or a label selector (--label k=v)"
+        )
     name, ref = parse_model_ref(model)
     found, _ = await registry.resolve(session, tenant_id=tenant_id, name=name, ref=ref)
     if node_id is not None:
         await get_node(session, tenant_id=tenant_id, node_id=node_id)
     deployment = Deployment(
-        tenant_id=tenant_id, model_id=found.id, ref=ref, node_id=node_id,
+        tenant_id=tenant_id,
+        model_id=found.id,
+        ref=ref,
+        node_id=node_id,
         selector=check_labels(selector) if selector else None,
     )
     session.add(deployment)
@@ -64,7 +77,9 @@ async def create_deployment(
 async def list_deployments(
     session: AsyncSession, *, tenant_id: uuid.UUID, only: uuid.UUID | None = None
 ) -> list[DeploymentOut]:
-    stmt = select(Deployment).where(Deployment.tenant_id == tenant_id).order_by(Deployment.created_at)
+    stmt = (
+        select(Deployment).where(Deployment.tenant_id == tenant_id).order_by(Deployment.created_at)
+    )
     if only is not None:
         stmt = stmt.where(Deployment.id == only)
     deployments = list(await session.scalars(stmt))
@@ -73,7 +88,14 @@ async def list_deployments(
         (
             await session.execute(
                 select(Deployment.id, func.count(Node.id))
-                .join(Node, and_(Node.tenant_id == Deployment.tenant_id, Node.revoked_at.is_(None), _targets()))
+                .join(
+                    Node,
+                    and_(
+                        Node.tenant_id == Deployment.tenant_id,
+                        Node.revoked_at.is_(None),
+                        _targets(),
+                    ),
+                )
                 .where(Deployment.id.in_([d.id for d in deployments]))
                 .group_by(Deployment.id)
             )
@@ -88,20 +110,30 @@ async def list_deployments(
             version = None
         out.append(
             DeploymentOut(
-                id=d.id, model=model.name, ref=d.ref, node_id=d.node_id, selector=d.selector,
-                version=version and version.number, digest=version and version.digest,
-                nodes=counts.get(d.id, 0), created_at=d.created_at,
+                id=d.id,
+                model=model.name,
+                ref=d.ref,
+                node_id=d.node_id,
+                selector=d.selector,
+                version=version and version.number,
+                digest=version and version.digest,
+                nodes=counts.get(d.id, 0),
+                created_at=d.created_at,
             )
         )
     return out
 
 
-async def delete_deployment(session: AsyncSession, *, tenant_id: uuid.UUID, deployment_id: uuid.UUID) -> None:
+async def delete_deployment(
+    session: AsyncSession, *, tenant_id: uuid.UUID, deployment_id: uuid.UUID
+) -> None:
     deployment = await session.scalar(
         select(Deployment).where(Deployment.id == deployment_id, Deployment.tenant_id == tenant_id)
     )
     if deployment is None:
-        raise NotFound(f"no deployment {deployment_id} in this tenant; `hangar deployments ls` lists them")
+        raise NotFound(
+            f"no deployment {deployment_id} in this tenant; `hangar deployments ls` lists them"
+        )
     await bump_deployment_targets(session, deployment_id=deployment.id)
     await session.delete(deployment)
     await session.flush()
@@ -111,7 +143,9 @@ async def _models(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID,
     if not ids:
         return {}
     rows = await session.scalars(
-        select(Model).where(Model.id.in_(ids)).options(selectinload(Model.versions), selectinload(Model.tags))
+        select(Model)
+        .where(Model.id.in_(ids))
+        .options(selectinload(Model.versions), selectinload(Model.tags))
     )
     return {m.id: m for m in rows}
 
@@ -145,9 +179,15 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
         seen.add((model.name, version.digest))
         out.append(
             DesiredModel(
-                name=model.name, ref=d.ref, digest=version.digest, size=version.size, version=version.number,
+                name=model.name,
+                ref=d.ref,
+                digest=version.digest,
+                size=version.size,
+                version=version.number,
                 download_path=f"/v1/models/{model.name}/versions/{version.digest}/blob",
-                estimated_memory_bytes=int(version.gguf.get("estimated_memory_bytes") or version.size),
+                estimated_memory_bytes=int(
+                    version.gguf.get("estimated_memory_bytes") or version.size
+                ),
                 gguf=version.gguf,
             )
         )

@@ -36,7 +36,9 @@ async def heartbeat(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbea
             facts=beat.facts.model_dump(mode="json"),
             report=_report(beat),
             status="online",
-            status_changed_at=case((Node.status != "online", func.now()), else_=Node.status_changed_at),
+            status_changed_at=case(
+                (Node.status != "online", func.now()), else_=Node.status_changed_at
+            ),
         )
         .returning(Node.desired_revision)
         .execution_options(synchronize_session=False)
@@ -50,21 +52,36 @@ async def _record_inference(session: AsyncSession, *, node_id: uuid.UUID, beat: 
     """Tokens served since the previous heartbeat, as an informational ``inference``
     usage event (never billed). Counters restart with the runtime: a counter that
     went down means a restart, and then everything it shows is new."""
-    row = (await session.execute(select(Node.tenant_id, Node.report).where(Node.id == node_id))).one_or_none()
+    row = (
+        await session.execute(select(Node.tenant_id, Node.report).where(Node.id == node_id))
+    ).one_or_none()
     if row is None:
         return
     before = Counters.model_validate((row.report or {}).get("counters") or {})
     now = beat.counters
-    restarted = now.prompt_tokens < before.prompt_tokens or now.completion_tokens < before.completion_tokens
+    restarted = (
+        now.prompt_tokens < before.prompt_tokens or now.completion_tokens < before.completion_tokens
+    )
     base = Counters() if restarted else before
-    prompt, completion = now.prompt_tokens - base.prompt_tokens, now.completion_tokens - base.completion_tokens
+    prompt, completion = (
+        now.prompt_tokens - base.prompt_tokens,
+        now.completion_tokens - base.completion_tokens,
+    )
     if prompt + completion <= 0:
         return
     await record_event(
-        session, tenant_id=row.tenant_id, event_id=f"inference:{node_id}:{beat.id}", meter=INFERENCE,
-        quantity=prompt + completion, occurred_at=beat.sent_at, node_id=node_id,
-        attrs={"prompt_tokens": prompt, "completion_tokens": completion,
-               "requests": max(now.requests - base.requests, 0)},
+        session,
+        tenant_id=row.tenant_id,
+        event_id=f"inference:{node_id}:{beat.id}",
+        meter=INFERENCE,
+        quantity=prompt + completion,
+        occurred_at=beat.sent_at,
+        node_id=node_id,
+        attrs={
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "requests": max(now.requests - base.requests, 0),
+        },
     )
 
 
@@ -78,8 +95,13 @@ async def store_reports(
         result = await session.execute(
             insert(NodeReport)
             .values(
-                id=uuid.uuid4(), tenant_id=tenant_id, node_id=node_id, report_id=beat.id,
-                sent_at=beat.sent_at, received_at=utcnow(), body=_report(beat),
+                id=uuid.uuid4(),
+                tenant_id=tenant_id,
+                node_id=node_id,
+                report_id=beat.id,
+                sent_at=beat.sent_at,
+                received_at=utcnow(),
+                body=_report(beat),
             )
             .on_conflict_do_nothing(index_elements=["node_id", "report_id"])
         )
@@ -94,24 +116,37 @@ PEERS_LIMIT = 50
 
 
 async def peers(
-    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, offline_after: timedelta,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    offline_after: timedelta,
     digest: str | None = None,
 ) -> list[Peer]:
     """Online nodes of the same tenant that advertise an API, with the models they
     hold ready — the only places a node may forward a request to. Nodes ask for the
     digest they need, so the answer stays small in a fleet of thousands."""
     stmt = select(Node).where(
-        Node.tenant_id == tenant_id, Node.id != node_id, Node.revoked_at.is_(None),
-        Node.disabled_at.is_(None), Node.last_seen_at > utcnow() - offline_after,
+        Node.tenant_id == tenant_id,
+        Node.id != node_id,
+        Node.revoked_at.is_(None),
+        Node.disabled_at.is_(None),
+        Node.last_seen_at > utcnow() - offline_after,
     )
     if digest is not None:
-        stmt = stmt.where(Node.report["models"].contains([{"digest": digest, "state": SyncState.ready.value}]))
+        stmt = stmt.where(
+            Node.report["models"].contains([{"digest": digest, "state": SyncState.ready.value}])
+        )
     rows = await session.scalars(stmt.order_by(Node.last_seen_at.desc()).limit(PEERS_LIMIT))
     out = []
     for node in rows:
         url = (node.facts or {}).get("api_url")
         if not url:
             continue
-        ready = [m["digest"] for m in (node.report or {}).get("models", []) if m.get("state") == SyncState.ready]
+        ready = [
+            m["digest"]
+            for m in (node.report or {}).get("models", [])
+            if m.get("state") == SyncState.ready
+        ]
         out.append(Peer(node_id=node.id, name=node.name, api_url=url, models=ready))
     return out

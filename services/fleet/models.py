@@ -19,7 +19,9 @@ class EnrollmentToken(CreatedAt, Base):
     __tablename__ = "enrollment_tokens"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(128))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
@@ -37,7 +39,9 @@ class Node(Base):
     __tablename__ = "nodes"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(255))
     labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     # Hardware and runtime facts reported at enrollment and refreshed by heartbeats.
@@ -68,9 +72,13 @@ class Deployment(CreatedAt, Base):
     __tablename__ = "deployments"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     # Deleting the model removes its deployments with it.
-    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
     # A tag follows the tag as it moves; a ``sha256:`` digest pins one version.
     ref: Mapped[str] = mapped_column(String(128))
     node_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
@@ -85,7 +93,9 @@ class NodeReport(Base):
     __table_args__ = (UniqueConstraint("node_id", "report_id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     node_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
     report_id: Mapped[uuid.UUID] = mapped_column()
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -23,7 +23,11 @@ def node_state(node: Node, *, now: datetime, offline_after: timedelta) -> NodeSt
     if node.disabled_at is not None:
         return NodeState.disabled
     # Computed on read as well, so the view is right even between runs of the offline job.
-    if node.last_seen_at is None or now - node.last_seen_at > offline_after or node.status == "offline":
+    if (
+        node.last_seen_at is None
+        or now - node.last_seen_at > offline_after
+        or node.status == "offline"
+    ):
         return NodeState.offline
     return NodeState.online
 
@@ -31,10 +35,18 @@ def node_state(node: Node, *, now: datetime, offline_after: timedelta) -> NodeSt
 def node_out(node: Node, *, offline_after: timedelta) -> NodeOut:
     report = node.report or {}
     return NodeOut(
-        id=node.id, name=node.name, state=node_state(node, now=utcnow(), offline_after=offline_after),
-        labels=node.labels, facts=node.facts, enrolled_at=node.enrolled_at, last_seen_at=node.last_seen_at,
-        status_changed_at=node.status_changed_at, disabled_at=node.disabled_at, revoked_at=node.revoked_at,
-        desired_revision=node.desired_revision, applied_revision=report.get("applied_revision", 0),
+        id=node.id,
+        name=node.name,
+        state=node_state(node, now=utcnow(), offline_after=offline_after),
+        labels=node.labels,
+        facts=node.facts,
+        enrolled_at=node.enrolled_at,
+        last_seen_at=node.last_seen_at,
+        status_changed_at=node.status_changed_at,
+        disabled_at=node.disabled_at,
+        revoked_at=node.revoked_at,
+        desired_revision=node.desired_revision,
+        applied_revision=report.get("applied_revision", 0),
         models=[ModelStatus.model_validate(m) for m in report.get("models", [])],
         resources=Resources.model_validate(report.get("resources", {})),
         counters=Counters.model_validate(report.get("counters", {})),
@@ -52,18 +64,26 @@ async def authenticate(session: AsyncSession, *, secret: str):
         )
     ).one_or_none()
     if node is None:
-        raise Unauthorized("this node credential is unknown; enroll the node again with `hangar node enroll`")
+        raise Unauthorized(
+            "this node credential is unknown; enroll the node again with `hangar node enroll`"
+        )
     if node.revoked_at is not None:
         raise Unauthorized(
             f"node {node.id} was revoked at {node.revoked_at:%Y-%m-%d %H:%M} UTC; enroll it again with a new token"
         )
     if node.disabled_at is not None:
-        raise Unauthorized(f"node {node.id} is disabled; a tenant admin can run `hangar nodes enable {node.id}`")
+        raise Unauthorized(
+            f"node {node.id} is disabled; a tenant admin can run `hangar nodes enable {node.id}`"
+        )
     return node
 
 
 async def list_nodes(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[Node]:
-    return list(await session.scalars(select(Node).where(Node.tenant_id == tenant_id).order_by(Node.name, Node.id)))
+    return list(
+        await session.scalars(
+            select(Node).where(Node.tenant_id == tenant_id).order_by(Node.name, Node.id)
+        )
+    )
 
 
 async def get_node(session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID) -> Node:
@@ -74,7 +94,12 @@ async def get_node(session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid
 
 
 async def set_labels(
-    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, set_: dict[str, str], remove: list[str]
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    set_: dict[str, str],
+    remove: list[str],
 ) -> Node:
     node = await get_node(session, tenant_id=tenant_id, node_id=node_id)
     labels = {k: v for k, v in node.labels.items() if k not in remove} | check_labels(set_)
@@ -87,7 +112,9 @@ async def set_labels(
     return node
 
 
-async def set_disabled(session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, disabled: bool) -> Node:
+async def set_disabled(
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, disabled: bool
+) -> Node:
     node = await get_node(session, tenant_id=tenant_id, node_id=node_id)
     if disabled and node.disabled_at is None:
         node.disabled_at = utcnow()
@@ -112,10 +139,16 @@ async def list_reports(
 ) -> list[NodeReportOut]:
     await get_node(session, tenant_id=tenant_id, node_id=node_id)
     rows = await session.scalars(
-        select(NodeReport).where(NodeReport.node_id == node_id).order_by(NodeReport.sent_at.desc()).limit(limit)
+        select(NodeReport)
+        .where(NodeReport.node_id == node_id)
+        .order_by(NodeReport.sent_at.desc())
+        .limit(limit)
     )
     return [
-        NodeReportOut(report_id=r.report_id, sent_at=r.sent_at, received_at=r.received_at, body=r.body) for r in rows
+        NodeReportOut(
+            report_id=r.report_id, sent_at=r.sent_at, received_at=r.received_at, body=r.body
+        )
+        for r in rows
     ]
 
 
@@ -129,8 +162,13 @@ async def mark_offline(
     result = await session.execute(
         update(Node)
         .where(
-            Node.status == "online", Node.revoked_at.is_(None), Node.disabled_at.is_(None),
-            or_(Node.last_seen_at < cutoff, and_(Node.last_seen_at.is_(None), Node.enrolled_at < cutoff)),
+            Node.status == "online",
+            Node.revoked_at.is_(None),
+            Node.disabled_at.is_(None),
+            or_(
+                Node.last_seen_at < cutoff,
+                and_(Node.last_seen_at.is_(None), Node.enrolled_at < cutoff),
+            ),
         )
         .values(status="offline", status_changed_at=now)
         .returning(Node.id)

@@ -36,7 +36,9 @@ async def bump_deployment_targets(session: AsyncSession, *, deployment_id: uuid.
         )
     )
     await session.execute(
-        update(Node).where(targeted).values(desired_revision=Node.desired_revision + 1)
+        update(Node)
+        .where(targeted)
+        .values(desired_revision=Node.desired_revision + 1)
         .execution_options(synchronize_session=False)
     )
 
@@ -49,6 +51,8 @@ async def model_changed(session: AsyncSession, *, model_id: uuid.UUID) -> None:
         )
     )
     await session.execute(
-        update(Node).where(following).values(desired_revision=Node.desired_revision + 1)
+        update(Node)
+        .where(following)
+        .values(desired_revision=Node.desired_revision + 1)
         .execution_options(synchronize_session=False)
     )

@@ -15,14 +15,18 @@ from node_runtime.wire import Counters, ModelStatus, Resources
 from services.errors import BadRequest
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
-LABEL_RULE = "letters, digits and '.', '_', '-', '/', starting with a letter or digit, at most 63 characters"
+LABEL_RULE = (
+    "letters, digits and '.', '_', '-', '/', starting with a letter or digit, at most 63 characters"
+)
 
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         for what, text in (("key", key), ("value", value)):
             if not _LABEL.fullmatch(text):
-                raise BadRequest(f"invalid label {what} {text!r} in {key}={value}: use {LABEL_RULE}")
+                raise BadRequest(
+                    f"invalid label {what} {text!r} in {key}={value}: use {LABEL_RULE}"
+                )
     return labels
 
 
@@ -44,7 +48,9 @@ class EnrollmentTokenCreate(BaseModel):
     name: str = Field(default="default", min_length=1, max_length=128)
     expires_in_seconds: int = Field(default=86400, gt=0, le=366 * 86400)
     max_uses: int = Field(default=1, ge=1, le=1_000_000)
-    labels: dict[str, str] = Field(default_factory=dict, description="given to every node enrolled with it")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="given to every node enrolled with it"
+    )
 
 
 class EnrollmentTokenOut(BaseModel):
@@ -98,7 +104,9 @@ class NodeReportOut(BaseModel):
 class DeploymentCreate(BaseModel):
     model: str = Field(description="NAME:TAG (follows the tag) or NAME@sha256:… (pinned)")
     node_id: uuid.UUID | None = None
-    selector: dict[str, str] | None = Field(default=None, description="every node carrying all these labels")
+    selector: dict[str, str] | None = Field(
+        default=None, description="every node carrying all these labels"
+    )
 
 
 class DeploymentOut(BaseModel):
@@ -107,7 +115,9 @@ class DeploymentOut(BaseModel):
     ref: str
     node_id: uuid.UUID | None
     selector: dict[str, str] | None
-    version: int | None = Field(description="the version the ref resolves to now (None: it no longer resolves)")
+    version: int | None = Field(
+        description="the version the ref resolves to now (None: it no longer resolves)"
+    )
     digest: str | None
     nodes: int = Field(description="nodes (not revoked) this deployment targets now")
     created_at: datetime

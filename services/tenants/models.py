@@ -21,7 +21,9 @@ class ApiKey(CreatedAt, Base):
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(128))
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
     # Only a SHA-256 of the secret is kept; the prefix lets people tell keys apart.

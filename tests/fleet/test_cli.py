@@ -12,9 +12,13 @@ from tests.factories import enroll_node, write_gguf
 
 async def hangar(base_url: str, key: str, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", *args,
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        *args,
         env={**os.environ, "HANGAR_URL": base_url, "HANGAR_TOKEN": key, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out = (await proc.communicate())[0].decode()
     return proc.returncode, out
@@ -24,7 +28,9 @@ async def test_tokens_nodes_and_deploy_from_the_cli(tenants, base_url, tmp_path)
     t = await tenants.create()
     await t.push(write_gguf(tmp_path / "m.gguf"), "m", tag="prod")
 
-    code, out = await hangar(base_url, t.key, "enroll-tokens", "create", "--expires", "24h", "--uses", "10", "--json")
+    code, out = await hangar(
+        base_url, t.key, "enroll-tokens", "create", "--expires", "24h", "--uses", "10", "--json"
+    )
     assert code == 0, out
     token = json.loads(out)
     assert token["max_uses"] == 10 and token["secret"].startswith("hgt_")
@@ -37,7 +43,9 @@ async def test_tokens_nodes_and_deploy_from_the_cli(tenants, base_url, tmp_path)
 
     code, out = await hangar(base_url, t.key, "nodes", "ls", "--json")
     listed = json.loads(out)
-    assert [(n["name"], n["state"], n["labels"]) for n in listed] == [("edge-1", "online", {"site": "london", "rack": "2"})]
+    assert [(n["name"], n["state"], n["labels"]) for n in listed] == [
+        ("edge-1", "online", {"site": "london", "rack": "2"})
+    ]
     code, out = await hangar(base_url, t.key, "nodes", "show", node.id)
     assert code == 0 and "edge-1" in out and "online" in out, out
     code, out = await hangar(base_url, t.key, "nodes", "ls")

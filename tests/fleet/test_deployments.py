@@ -26,25 +26,38 @@ async def revision(node) -> int:
 
 async def test_label_selector_and_node_deployments_add_up(tenants, tmp_path):
     t = await tenants.create()
-    a = (await t.push(write_gguf(tmp_path / "a.gguf", seed=1), "alpha", tag="prod")).json()["version"]
+    a = (await t.push(write_gguf(tmp_path / "a.gguf", seed=1), "alpha", tag="prod")).json()[
+        "version"
+    ]
     b = (await t.push(write_gguf(tmp_path / "b.gguf", seed=2), "beta")).json()["version"]
     london = await enroll_node(t, name="london-1")
     paris = await enroll_node(t, name="paris-1")
-    labelled = await t.request("POST", f"/v1/nodes/{london.id}/labels", json={"set": {"site": "london"}})
+    labelled = await t.request(
+        "POST", f"/v1/nodes/{london.id}/labels", json={"set": {"site": "london"}}
+    )
     assert labelled.json()["labels"] == {"site": "london"}
     before = await revision(london), await revision(paris)
 
-    by_label = await t.request("POST", "/v1/deployments/", json={"model": "alpha:prod", "selector": {"site": "london"}})
+    by_label = await t.request(
+        "POST", "/v1/deployments/", json={"model": "alpha:prod", "selector": {"site": "london"}}
+    )
     assert by_label.status_code == 201, by_label.text
     assert by_label.json()["nodes"] == 1 and by_label.json()["version"] == 1
-    by_node = await t.request("POST", "/v1/deployments/", json={"model": f"beta@{b['digest']}", "node_id": paris.id})
+    by_node = await t.request(
+        "POST", "/v1/deployments/", json={"model": f"beta@{b['digest']}", "node_id": paris.id}
+    )
     assert by_node.status_code == 201, by_node.text
-    both = await t.request("POST", "/v1/deployments/", json={"model": "beta:latest", "node_id": london.id})
+    both = await t.request(
+        "POST", "/v1/deployments/", json={"model": "beta:latest", "node_id": london.id}
+    )
     assert both.status_code == 201
 
     assert await revision(london) > before[0] and await revision(paris) > before[1]
     got = await desired(london)
-    assert [(m["name"], m["digest"]) for m in got["models"]] == [("alpha", a["digest"]), ("beta", b["digest"])]
+    assert [(m["name"], m["digest"]) for m in got["models"]] == [
+        ("alpha", a["digest"]),
+        ("beta", b["digest"]),
+    ]
     alpha = got["models"][0]
     assert alpha["download_path"] == f"/v1/models/alpha/versions/{a['digest']}/blob"
     assert alpha["estimated_memory_bytes"] == a["gguf"]["estimated_memory_bytes"]
@@ -67,7 +80,9 @@ async def test_moving_a_tag_retargets_followers_only(tenants, tmp_path):
     follower, pinned = await enroll_node(t), await enroll_node(t)
     v1 = (await t.request("GET", "/v1/models/m/versions/1")).json()
     await t.request("POST", "/v1/deployments/", json={"model": "m:prod", "node_id": follower.id})
-    await t.request("POST", "/v1/deployments/", json={"model": f"m@{v1['digest']}", "node_id": pinned.id})
+    await t.request(
+        "POST", "/v1/deployments/", json={"model": f"m@{v1['digest']}", "node_id": pinned.id}
+    )
     revs = await revision(follower), await revision(pinned)
 
     await t.request("PUT", "/v1/models/m/tags/prod", json={"version": 2})
@@ -99,7 +114,11 @@ async def test_offline_job_records_the_transition_once(tenants, hangar):
     node = await enroll_node(t)
     await node.heartbeat()
     async with transaction(hangar.sessions) as s:
-        await s.execute(update(Node).where(Node.id == node.id).values(last_seen_at=utcnow() - timedelta(hours=1)))
+        await s.execute(
+            update(Node)
+            .where(Node.id == node.id)
+            .values(last_seen_at=utcnow() - timedelta(hours=1))
+        )
     first = await run_job(hangar, "offline")
     assert node.id in first["went_offline"]
     assert node.id not in (await run_job(hangar, "offline"))["went_offline"]
@@ -119,7 +138,13 @@ async def test_peers_are_same_tenant_nodes_holding_the_digest(tenants):
     for node, models in [(holder, ready), (idle, []), (stranger, ready)]:
         assert (await node.heartbeat(facts=facts, models=models)).status_code == 200
 
-    found = (await asking.request("GET", "/v1/fleet/peers", params={"digest": digest})).json()["peers"]
-    assert [(p["node_id"], p["api_url"], p["models"]) for p in found] == [(holder.id, "http://peer:8000", [digest])]
-    none = (await asking.request("GET", "/v1/fleet/peers", params={"digest": "sha256:" + "b" * 64})).json()
+    found = (await asking.request("GET", "/v1/fleet/peers", params={"digest": digest})).json()[
+        "peers"
+    ]
+    assert [(p["node_id"], p["api_url"], p["models"]) for p in found] == [
+        (holder.id, "http://peer:8000", [digest])
+    ]
+    none = (
+        await asking.request("GET", "/v1/fleet/peers", params={"digest": "sha256:" + "b" * 64})
+    ).json()
     assert none["peers"] == []

@@ -40,7 +40,8 @@ async def test_used_up_expired_and_revoked_tokens_say_why(tenants, http, hangar)
     expiring = await enroll_token(t)
     async with hangar.sessions() as s, s.begin():
         await s.execute(
-            update(EnrollmentToken).where(EnrollmentToken.prefix == expiring[:10])
+            update(EnrollmentToken)
+            .where(EnrollmentToken.prefix == expiring[:10])
             .values(expires_at=EnrollmentToken.created_at)
         )
     expired = await http.post("/v1/fleet/enroll", json={"token": expiring, "facts": FACTS})
@@ -48,8 +49,14 @@ async def test_used_up_expired_and_revoked_tokens_say_why(tenants, http, hangar)
     assert "expired at" in expired.json()["error"]
 
     revoked = await enroll_token(t)
-    token_id = next(x["id"] for x in (await t.request("GET", "/v1/enrollment-tokens/")).json() if x["prefix"] == revoked[:10])
-    assert (await t.request("DELETE", f"/v1/enrollment-tokens/{token_id}")).json()["state"] == "revoked"
+    token_id = next(
+        x["id"]
+        for x in (await t.request("GET", "/v1/enrollment-tokens/")).json()
+        if x["prefix"] == revoked[:10]
+    )
+    assert (await t.request("DELETE", f"/v1/enrollment-tokens/{token_id}")).json()[
+        "state"
+    ] == "revoked"
     refused = await http.post("/v1/fleet/enroll", json={"token": revoked, "facts": FACTS})
     assert refused.status_code == 401
     assert "revoked" in refused.json()["error"]
@@ -72,7 +79,11 @@ async def test_revoked_or_disabled_node_is_refused_at_once(tenants):
     assert (await node.heartbeat()).status_code == 200
 
     assert (await t.request("POST", f"/v1/nodes/{node.id}/revoke")).json()["state"] == "revoked"
-    for method, path in [("POST", "/v1/fleet/heartbeat"), ("GET", "/v1/fleet/desired"), ("GET", "/v1/fleet/peers")]:
+    for method, path in [
+        ("POST", "/v1/fleet/heartbeat"),
+        ("GET", "/v1/fleet/desired"),
+        ("GET", "/v1/fleet/peers"),
+    ]:
         resp = await node.request(method, path, json={} if method == "POST" else None)
         assert resp.status_code == 401, (path, resp.text)
         assert "revoked" in resp.json()["error"]
@@ -85,8 +96,12 @@ async def test_a_node_credential_cannot_do_admin_things(tenants, tmp_path):
     await t.push(write_gguf(tmp_path / "m.gguf"), "m")
     node = await enroll_node(t)
     for method, path in [
-        ("GET", "/v1/models/"), ("GET", "/v1/nodes/"), ("POST", "/v1/keys/"), ("GET", "/v1/enrollment-tokens/"),
-        ("POST", "/v1/deployments/"), ("DELETE", "/v1/models/m/versions/1"),
+        ("GET", "/v1/models/"),
+        ("GET", "/v1/nodes/"),
+        ("POST", "/v1/keys/"),
+        ("GET", "/v1/enrollment-tokens/"),
+        ("POST", "/v1/deployments/"),
+        ("DELETE", "/v1/models/m/versions/1"),
     ]:
         resp = await node.request(method, path, json={} if method == "POST" else None)
         assert resp.status_code in (400, 403), (path, resp.status_code)
@@ -94,7 +109,11 @@ async def test_a_node_credential_cannot_do_admin_things(tenants, tmp_path):
             assert "node credential may only" in resp.json()["error"]
     assert (await node.request("GET", "/v1/models/m/versions/1/blob")).status_code == 200
     # API keys are not nodes.
-    assert (await t.request("POST", "/v1/fleet/heartbeat", json={"sent_at": "2026-01-01T00:00:00Z", "facts": FACTS})).status_code == 403
+    assert (
+        await t.request(
+            "POST", "/v1/fleet/heartbeat", json={"sent_at": "2026-01-01T00:00:00Z", "facts": FACTS}
+        )
+    ).status_code == 403
 
 
 async def test_another_tenants_node_is_invisible(tenants):
@@ -133,9 +152,13 @@ async def test_served_tokens_from_heartbeats_show_in_usage_but_are_not_billed(te
     t = await tenants.create(plan="payg")
     node = await enroll_node(t)
     await node.heartbeat(counters={"requests": 2, "prompt_tokens": 30, "completion_tokens": 12})
-    await node.heartbeat(counters={"requests": 2, "prompt_tokens": 30, "completion_tokens": 12})  # idle
+    await node.heartbeat(
+        counters={"requests": 2, "prompt_tokens": 30, "completion_tokens": 12}
+    )  # idle
     await node.heartbeat(counters={"requests": 3, "prompt_tokens": 40, "completion_tokens": 20})
-    await node.heartbeat(counters={"requests": 1, "prompt_tokens": 5, "completion_tokens": 5})  # restarted
+    await node.heartbeat(
+        counters={"requests": 1, "prompt_tokens": 5, "completion_tokens": 5}
+    )  # restarted
     usage = (await t.request("GET", "/v1/usage/")).json()
     assert usage["totals"]["inference"] == 42 + 18 + 10
     preview = (await t.request("GET", "/v1/invoices/preview")).json()

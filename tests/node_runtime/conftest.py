@@ -21,7 +21,9 @@ from tests.node_runtime.proxy import Proxy, free_port
 DEADLINE = 180  # seconds any wait_for may take before the test fails with its message
 
 
-async def wait_for(what: str, check: Callable[[], Awaitable[Any]], *, timeout: float = DEADLINE) -> Any:
+async def wait_for(
+    what: str, check: Callable[[], Awaitable[Any]], *, timeout: float = DEADLINE
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail saying what never happened."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -57,19 +59,40 @@ class NodeProcess:
 
     def _env(self) -> dict[str, str]:
         return {
-            **os.environ, "HANGAR_NODE_HEARTBEAT_SECONDS": "0.3", "HANGAR_NODE_N_CTX": "512",
-            "HANGAR_NODE_N_THREADS": "2", "HANGAR_NODE_RETRY_SECONDS": "0.5", "HANGAR_NODE_PEERS_SECONDS": "1",
-            "HANGAR_NODE_ADVERTISE_URL": self.url, **self.env,
+            **os.environ,
+            "HANGAR_NODE_HEARTBEAT_SECONDS": "0.3",
+            "HANGAR_NODE_N_CTX": "512",
+            "HANGAR_NODE_N_THREADS": "2",
+            "HANGAR_NODE_RETRY_SECONDS": "0.5",
+            "HANGAR_NODE_PEERS_SECONDS": "1",
+            "HANGAR_NODE_ADVERTISE_URL": self.url,
+            **self.env,
         }
 
     async def enroll(self, token: str | None = None, name: str | None = None) -> str:
         token = token or await enroll_token(self.tenant)
-        args = ["-m", "services.cli.main", "node", "enroll", "--server", self.server, "--token", token,
-                "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        args = [
+            "-m",
+            "services.cli.main",
+            "node",
+            "enroll",
+            "--server",
+            self.server,
+            "--token",
+            token,
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+        ]
         if name:
             args += ["--name", name]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, *args, env=self._env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            sys.executable,
+            *args,
+            env=self._env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         output = (await proc.communicate())[0].decode()
         assert proc.returncode == 0, output
@@ -79,8 +102,17 @@ class NodeProcess:
     async def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "node_runtime.cli", "run", "--data-dir", str(self.data_dir),
-                "--port", str(self.port), env=self._env(), stdout=log, stderr=log,
+                sys.executable,
+                "-m",
+                "node_runtime.cli",
+                "run",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                env=self._env(),
+                stdout=log,
+                stderr=log,
             )
         await wait_for(f"node API on {self.url} (log: {self.log})", self._up, timeout=60)
 
@@ -113,7 +145,9 @@ class NodeProcess:
             assert not m or m["state"] not in ("failed", "does_not_fit"), m
             return m if m and m["state"] == "ready" and m["loaded"] else None
 
-        return await wait_for(f"{digest} ready and loaded on node {self.id} (log: {self.log})", loaded)
+        return await wait_for(
+            f"{digest} ready and loaded on node {self.id} (log: {self.log})", loaded
+        )
 
     def blobs(self) -> set[str]:
         return {p.name for p in (self.data_dir / "blobs").iterdir()}
@@ -123,7 +157,9 @@ class NodeProcess:
 async def nodes(tmp_path, base_url) -> AsyncIterator[Callable[..., Awaitable[NodeProcess]]]:
     started: list[NodeProcess] = []
 
-    async def make(tenant: Tenant, *, server: str | None = None, enroll: bool = True, **env: str) -> NodeProcess:
+    async def make(
+        tenant: Tenant, *, server: str | None = None, enroll: bool = True, **env: str
+    ) -> NodeProcess:
         node = NodeProcess(tmp_path / f"node{len(started)}", tenant, server or base_url, env)
         started.append(node)
         if enroll:

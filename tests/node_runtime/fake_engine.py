@@ -17,8 +17,14 @@ class FakeModel:
         self.engine.release.wait(60)
         usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
         message = {"role": "assistant", "content": "ok"}
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": usage,
+        }
 
     def complete(self, body, *, model, cancel):
         raise NotImplementedError

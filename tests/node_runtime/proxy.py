@@ -29,7 +29,9 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self.server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True
+        )
 
     async def stop(self) -> None:
         """Refuse new connections and cut the open ones."""

@@ -6,7 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-FORBIDDEN = {"services", "registry", "metering", "billing", "sqlalchemy", "asyncpg", "alembic", "minio"}
+FORBIDDEN = {
+    "services",
+    "registry",
+    "metering",
+    "billing",
+    "sqlalchemy",
+    "asyncpg",
+    "alembic",
+    "minio",
+}
 
 
 def test_node_runtime_imports_nothing_from_the_server_side():
@@ -15,6 +24,10 @@ def test_node_runtime_imports_nothing_from_the_server_side():
         "for m in pkgutil.iter_modules(node_runtime.__path__): importlib.import_module('node_runtime.' + m.name)\n"
         "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
     )
-    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
     assert "node_runtime" in loaded
     assert loaded & FORBIDDEN == set()

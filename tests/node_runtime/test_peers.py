@@ -15,7 +15,9 @@ async def test_does_not_fit_is_reported_and_served_by_a_peer(nodes, smollm2_tena
     for node in (small, big):
         await t.request("POST", f"/v1/nodes/{node.id}/labels", json={"set": {"site": "london"}})
         await node.start()
-    deployed = await t.request("POST", "/v1/deployments/", json={"model": "smollm2:prod", "selector": {"site": "london"}})
+    deployed = await t.request(
+        "POST", "/v1/deployments/", json={"model": "smollm2:prod", "selector": {"site": "london"}}
+    )
     assert deployed.json()["nodes"] == 2
 
     await big.wait_loaded(version["digest"])

@@ -26,28 +26,47 @@ CHAT = {"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @asynccontextmanager
-async def in_process_node(tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, **settings):
+async def in_process_node(
+    tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, **settings
+):
     """The node runtime in this process with the real control plane, registry and cache."""
     t = await tenants.create()
     digests = []
     for i, name in enumerate(models):
-        digests.append((await t.push(write_gguf(tmp_path / f"{name}.gguf", seed=i), name)).json()["version"]["digest"])
+        digests.append(
+            (await t.push(write_gguf(tmp_path / f"{name}.gguf", seed=i), name)).json()["version"][
+                "digest"
+            ]
+        )
     enrolled = await enroll_node(t)
     for name in models:
-        await t.request("POST", "/v1/deployments/", json={"model": f"{name}:latest", "node_id": enrolled.id})
+        await t.request(
+            "POST", "/v1/deployments/", json={"model": f"{name}:latest", "node_id": enrolled.id}
+        )
     port = free_port()
-    settings = NodeSettings(data_dir=tmp_path / "node", port=port, heartbeat_seconds=0.2, **settings)
-    identity = Identity(server=base_url, node_id=uuid.UUID(enrolled.id), tenant_id=uuid.UUID(t.id), name="n",
-                        credential=enrolled.credential)
+    settings = NodeSettings(
+        data_dir=tmp_path / "node", port=port, heartbeat_seconds=0.2, **settings
+    )
+    identity = Identity(
+        server=base_url,
+        node_id=uuid.UUID(enrolled.id),
+        tenant_id=uuid.UUID(t.id),
+        name="n",
+        credential=enrolled.credential,
+    )
     runtime = NodeRuntime(settings, identity, engine=engine)
-    server = uvicorn.Server(uvicorn.Config(create_node_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_node_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
     key = settings.api_key.get_secret_value()
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=60, headers=headers) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}/v1", timeout=60, headers=headers
+        ) as http:
             yield runtime, http, digests
     finally:
         engine.release.set()
@@ -57,7 +76,9 @@ async def in_process_node(tenants, base_url, tmp_path, models: list[str], engine
 
 
 @pytest.fixture
-async def node(tenants, base_url, tmp_path) -> AsyncIterator[tuple[NodeRuntime, FakeEngine, httpx.AsyncClient, str]]:
+async def node(
+    tenants, base_url, tmp_path
+) -> AsyncIterator[tuple[NodeRuntime, FakeEngine, httpx.AsyncClient, str]]:
     engine = FakeEngine()
     engine.loadable.clear()
     async with in_process_node(
@@ -80,7 +101,9 @@ async def test_loading_then_full_queue_answer_503_with_retry_after_and_nothing_i
     running = asyncio.create_task(http.post("/chat/completions", json=CHAT))
     await wait_for("one request running", lambda: _async(engine.running == 1))
     queued = asyncio.create_task(http.post("/chat/completions", json=CHAT))
-    await wait_for("one request queued", lambda: _async(runtime.serving.runners[digest].admitted == 2))
+    await wait_for(
+        "one request queued", lambda: _async(runtime.serving.runners[digest].admitted == 2)
+    )
 
     full = await http.post("/chat/completions", json=CHAT)
     assert full.status_code == 503
@@ -110,16 +133,30 @@ async def test_idle_models_unload_and_the_loaded_limit_holds(tenants, base_url, 
     engine = FakeEngine()
     engine.release.set()
     async with in_process_node(
-        tenants, base_url, tmp_path, ["one", "two"], engine, max_loaded_models=1, keep_alive_seconds=1
+        tenants,
+        base_url,
+        tmp_path,
+        ["one", "two"],
+        engine,
+        max_loaded_models=1,
+        keep_alive_seconds=1,
     ) as (runtime, http, (one, two)):
         await wait_for("both models downloaded", lambda: _async(len(runtime.syncer.ready()) == 2))
         for name, digest in (("one", one), ("two", two)):
+
             async def answered(name=name):
-                return (await http.post("/chat/completions", json=CHAT | {"model": name})).status_code == 200
+                return (
+                    await http.post("/chat/completions", json=CHAT | {"model": name})
+                ).status_code == 200
 
             await wait_for(f"{name} answering", answered)
-            assert list(runtime.serving.runners) == [digest]  # the other one was unloaded to make room
-        await wait_for("the idle model unloaded after its keep-alive", lambda: _async(not runtime.serving.runners))
+            assert list(runtime.serving.runners) == [
+                digest
+            ]  # the other one was unloaded to make room
+        await wait_for(
+            "the idle model unloaded after its keep-alive",
+            lambda: _async(not runtime.serving.runners),
+        )
 
 
 async def _async(value):

@@ -12,12 +12,16 @@ from metering.models import UsageEvent
 from tests.node_runtime.conftest import sha256, wait_for
 
 
-async def test_enroll_deploy_pull_and_chat_with_the_openai_client(nodes, smollm2_tenant, smollm2, hangar):
+async def test_enroll_deploy_pull_and_chat_with_the_openai_client(
+    nodes, smollm2_tenant, smollm2, hangar
+):
     t, version = smollm2_tenant
     node = await nodes(t)
     assert (node.data_dir / "node.json").stat().st_mode & 0o777 == 0o600
     await node.start()
-    deployed = await t.request("POST", "/v1/deployments/", json={"model": "smollm2:prod", "node_id": node.id})
+    deployed = await t.request(
+        "POST", "/v1/deployments/", json={"model": "smollm2:prod", "node_id": node.id}
+    )
     assert deployed.status_code == 201, deployed.text
     await node.wait_loaded(version["digest"])
     assert sha256(node.data_dir / "blobs" / f"sha256-{version['digest'][7:]}") == version["digest"]
@@ -27,14 +31,21 @@ async def test_enroll_deploy_pull_and_chat_with_the_openai_client(nodes, smollm2
     assert [m.id for m in listed.data] == ["smollm2:prod"]
 
     chat = await client.chat.completions.create(
-        model="smollm2:prod", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
+        model="smollm2:prod",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        temperature=0,
     )
     assert chat.choices[0].message.content
     assert chat.usage.prompt_tokens > 0 and 0 < chat.usage.completion_tokens <= 8
 
     stream = await client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Count to five."}], max_tokens=8, temperature=0,
-        stream=True, stream_options={"include_usage": True},
+        model="smollm2",
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     pieces, usage, finish = [], None, None
     async for chunk in stream:
@@ -46,10 +57,16 @@ async def test_enroll_deploy_pull_and_chat_with_the_openai_client(nodes, smollm2
     assert "".join(pieces) and finish in ("stop", "length")
     assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
 
-    completion = await client.completions.create(model="smollm2:prod", prompt="The sky is", max_tokens=4)
+    completion = await client.completions.create(
+        model="smollm2:prod", prompt="The sky is", max_tokens=4
+    )
     assert completion.choices[0].text and completion.usage.completion_tokens > 0
     embedding = await client.embeddings.create(model="smollm2:prod", input=["hello", "world"])
-    assert len(embedding.data) == 2 and len(embedding.data[0].embedding) > 0 and embedding.usage.prompt_tokens > 0
+    assert (
+        len(embedding.data) == 2
+        and len(embedding.data[0].embedding) > 0
+        and embedding.usage.prompt_tokens > 0
+    )
 
     # The fleet view shows it, and the pull was metered as this node's egress.
     assert (await node.shown())["state"] == "online"
@@ -60,7 +77,11 @@ async def test_enroll_deploy_pull_and_chat_with_the_openai_client(nodes, smollm2
     await wait_for("serving counters in the heartbeat", counted)
     await hangar.downloads.drain()
     async with hangar.sessions() as s:
-        events = list(await s.scalars(select(UsageEvent).where(UsageEvent.tenant_id == t.id, UsageEvent.meter == "egress")))
+        events = list(
+            await s.scalars(
+                select(UsageEvent).where(UsageEvent.tenant_id == t.id, UsageEvent.meter == "egress")
+            )
+        )
     assert [(str(e.node_id), e.quantity) for e in events] == [(node.id, smollm2.stat().st_size)]
 
 
@@ -74,8 +95,10 @@ async def test_concurrent_requests_all_complete(nodes, smollm2_tenant):
 
     async def ask(i: int):
         return await client.chat.completions.create(
-            model="smollm2:prod", messages=[{"role": "user", "content": f"Tell me about the number {i}."}],
-            max_tokens=6, stream=i % 2 == 0,
+            model="smollm2:prod",
+            messages=[{"role": "user", "content": f"Tell me about the number {i}."}],
+            max_tokens=6,
+            stream=i % 2 == 0,
         )
 
     results = await asyncio.gather(*(ask(i) for i in range(6)))

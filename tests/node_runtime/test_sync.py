@@ -19,13 +19,16 @@ async def egress(hangar, tenant_id: str) -> list[int]:
     await hangar.downloads.drain()
     async with hangar.sessions() as s:
         rows = await s.scalars(
-            select(UsageEvent).where(UsageEvent.tenant_id == tenant_id, UsageEvent.meter == "egress")
+            select(UsageEvent)
+            .where(UsageEvent.tenant_id == tenant_id, UsageEvent.meter == "egress")
             .order_by(UsageEvent.created_at)
         )
         return [e.quantity for e in rows]
 
 
-async def test_a_pull_killed_half_way_resumes_with_range(nodes, smollm2_tenant, smollm2, proxy, hangar):
+async def test_a_pull_killed_half_way_resumes_with_range(
+    nodes, smollm2_tenant, smollm2, proxy, hangar
+):
     t, version = smollm2_tenant
     size = smollm2.stat().st_size
     half = size // 2
@@ -66,29 +69,43 @@ async def test_a_corrupted_cache_file_is_fetched_again(nodes, smollm2_tenant, sm
 
     await node.start()
     size = smollm2.stat().st_size
-    await wait_for("the blob fetched a second time", lambda: _equal(egress(hangar, t.id), [size, size]))
+    await wait_for(
+        "the blob fetched a second time", lambda: _equal(egress(hangar, t.id), [size, size])
+    )
     await wait_for("the blob back in the cache", lambda: _async(blob.exists()))
     await node.wait_loaded(version["digest"])
     assert sha256(blob) == version["digest"]
     client = AsyncOpenAI(base_url=f"{node.url}/v1", api_key="unused", max_retries=0)
-    chat = await client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    chat = await client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
     assert chat.choices[0].message.content is not None
 
 
-async def test_a_tag_move_retargets_the_node_and_unassigned_models_are_removed(nodes, tenants, tmp_path):
+async def test_a_tag_move_retargets_the_node_and_unassigned_models_are_removed(
+    nodes, tenants, tmp_path
+):
     t = await tenants.create()
-    one = (await t.push(write_gguf(tmp_path / "1.gguf", seed=1), "tiny", tag="prod")).json()["version"]
-    two = (await t.push(write_gguf(tmp_path / "2.gguf", seed=2), "tiny", tag="next")).json()["version"]
+    one = (await t.push(write_gguf(tmp_path / "1.gguf", seed=1), "tiny", tag="prod")).json()[
+        "version"
+    ]
+    two = (await t.push(write_gguf(tmp_path / "2.gguf", seed=2), "tiny", tag="next")).json()[
+        "version"
+    ]
     node = await nodes(t)
     await node.start()
-    deployment = (await t.request("POST", "/v1/deployments/", json={"model": "tiny:prod", "node_id": node.id})).json()
+    deployment = (
+        await t.request("POST", "/v1/deployments/", json={"model": "tiny:prod", "node_id": node.id})
+    ).json()
 
     async def holds(digest):
         m = await node.model_state(digest)
         return m and m["state"] == "ready" and node.blobs() == {f"sha256-{digest[7:]}"}
 
     await wait_for("version 1 on the node", lambda: holds(one["digest"]))
-    assert (await t.request("PUT", "/v1/models/tiny/tags/prod", json={"version": 2})).status_code == 200
+    assert (
+        await t.request("PUT", "/v1/models/tiny/tags/prod", json={"version": 2})
+    ).status_code == 200
     await wait_for("version 2 replacing version 1", lambda: holds(two["digest"]))
     shown = await node.shown()
     assert [m["digest"] for m in shown["models"]] == [two["digest"]]
@@ -102,7 +119,9 @@ async def test_a_tag_move_retargets_the_node_and_unassigned_models_are_removed(n
     await wait_for("the unassigned model removed", emptied)
 
 
-async def test_serving_goes_on_without_the_control_plane_and_reports_arrive_later(nodes, smollm2_tenant, proxy):
+async def test_serving_goes_on_without_the_control_plane_and_reports_arrive_later(
+    nodes, smollm2_tenant, proxy
+):
     t, version = smollm2_tenant
     node = await nodes(t, server=proxy.url)
     await node.start()
@@ -126,7 +145,9 @@ async def test_serving_goes_on_without_the_control_plane_and_reports_arrive_late
         beats = [json.loads(p.read_text()) for p in sorted(outbox.glob("*.json"))]
         return [b["id"] for b in beats if b["counters"]["completed"] >= 2]
 
-    waiting = await wait_for("a queued report counting what was served offline", queued_after_serving)
+    waiting = await wait_for(
+        "a queued report counting what was served offline", queued_after_serving
+    )
     await proxy.start()
 
     async def delivered():

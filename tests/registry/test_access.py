@@ -25,7 +25,11 @@ async def test_another_tenants_objects_are_404_everywhere(tenants, tmp_path):
         ("PUT", "/v1/models/secret-model/tags/prod", {"json": {"version": 1}}),
         ("DELETE", "/v1/models/secret-model/tags/latest", {}),
         ("GET", f"/v1/uploads/{upload['id']}", {}),
-        ("PATCH", f"/v1/uploads/{upload['id']}", {"content": b"GGUF", "headers": {"Upload-Offset": "0"}}),
+        (
+            "PATCH",
+            f"/v1/uploads/{upload['id']}",
+            {"content": b"GGUF", "headers": {"Upload-Offset": "0"}},
+        ),
         ("POST", f"/v1/uploads/{upload['id']}/complete", {"json": {}}),
         ("DELETE", f"/v1/uploads/{upload['id']}", {}),
         ("DELETE", f"/v1/keys/{key_id}", {}),
@@ -49,7 +53,9 @@ async def test_scopes(tenants, tmp_path, http):
     refused = await http.post("/v1/models/m/versions", headers=read, content=path.read_bytes())
     assert refused.status_code == 403
     assert "needs one of: admin" in refused.json()["error"]
-    assert (await http.post("/v1/keys/", headers=read, json={"scopes": ["admin"]})).status_code == 403
+    assert (
+        await http.post("/v1/keys/", headers=read, json={"scopes": ["admin"]})
+    ).status_code == 403
     assert (await http.delete("/v1/models/m/versions/1", headers=read)).status_code == 403
     assert (await http.get("/v1/models/", headers=finance)).status_code == 403
     assert (await http.get("/v1/models/m/versions/latest/blob", headers=finance)).status_code == 403
@@ -71,8 +77,12 @@ async def test_keys_are_shown_once_and_revocation_is_immediate(tenants, http):
 
 async def test_missing_or_bad_credentials(http, tenants):
     assert (await http.get("/v1/models/")).status_code == 401
-    assert (await http.get("/v1/models/", headers={"Authorization": "Bearer nope"})).status_code == 401
-    assert (await http.get("/v1/tenants/", headers={"Authorization": "Bearer nope"})).status_code == 401
+    assert (
+        await http.get("/v1/models/", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
+    assert (
+        await http.get("/v1/tenants/", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
     t = await tenants.create()
     # A tenant key is not the operator token.
     assert (await http.get("/v1/tenants/", headers=t.auth)).status_code == 401

@@ -67,7 +67,9 @@ async def test_real_smollm2_metadata(tenants, smollm2):
 async def test_interrupted_upload_resumes_from_committed_bytes(tenants, tmp_path, hangar):
     t = await tenants.create()
     data = write_gguf(tmp_path / "big.gguf", megabytes=30, seed=2).read_bytes()
-    start = await t.request("POST", "/v1/uploads/", json={"model": "big", "size": len(data), "digest": sha(data)})
+    start = await t.request(
+        "POST", "/v1/uploads/", json={"model": "big", "size": len(data), "digest": sha(data)}
+    )
     assert start.status_code == 201, start.text
     upload_id = start.json()["id"]
 
@@ -80,20 +82,30 @@ async def test_interrupted_upload_resumes_from_committed_bytes(tenants, tmp_path
             yield data[i : min(i + 1024 * 1024, cut)]
         # Let the server take in what reached it, then drop the connection.
         for _ in range(300):
-            if (await t.request("GET", f"/v1/uploads/{upload_id}")).json()["committed"] >= whole_parts:
+            if (await t.request("GET", f"/v1/uploads/{upload_id}")).json()[
+                "committed"
+            ] >= whole_parts:
                 break
             await asyncio.sleep(0.1)
         raise ConnectionResetError("network dropped")
 
     with pytest.raises(ConnectionResetError):
-        await t.request("PATCH", f"/v1/uploads/{upload_id}", content=dies_at_90_percent(), headers={"Upload-Offset": "0"})
+        await t.request(
+            "PATCH",
+            f"/v1/uploads/{upload_id}",
+            content=dies_at_90_percent(),
+            headers={"Upload-Offset": "0"},
+        )
 
     # Every whole part that arrived survived the drop; the partial part in flight did not.
     committed = (await t.request("GET", f"/v1/uploads/{upload_id}")).json()["committed"]
     assert committed == whole_parts
 
     rest = await t.request(
-        "PATCH", f"/v1/uploads/{upload_id}", content=data[committed:], headers={"Upload-Offset": str(committed)}
+        "PATCH",
+        f"/v1/uploads/{upload_id}",
+        content=data[committed:],
+        headers={"Upload-Offset": str(committed)},
     )
     assert rest.status_code == 200, rest.text
     assert rest.json()["committed"] == len(data)
@@ -106,8 +118,12 @@ async def test_interrupted_upload_resumes_from_committed_bytes(tenants, tmp_path
 async def test_resume_at_wrong_offset_says_where_to_continue(tenants, tmp_path):
     t = await tenants.create()
     data = write_gguf(tmp_path / "m.gguf", megabytes=1).read_bytes()
-    upload_id = (await t.request("POST", "/v1/uploads/", json={"model": "m", "size": len(data)})).json()["id"]
-    resp = await t.request("PATCH", f"/v1/uploads/{upload_id}", content=data[100:], headers={"Upload-Offset": "100"})
+    upload_id = (
+        await t.request("POST", "/v1/uploads/", json={"model": "m", "size": len(data)})
+    ).json()["id"]
+    resp = await t.request(
+        "PATCH", f"/v1/uploads/{upload_id}", content=data[100:], headers={"Upload-Offset": "100"}
+    )
     assert resp.status_code == 409
     assert resp.json()["detail"] == {"committed": 0}
     assert "offset 0" in resp.json()["error"]
@@ -126,12 +142,21 @@ async def test_digest_mismatch_keeps_nothing(tenants, tmp_path, hangar):
     assert (await t.request("GET", "/v1/models/mismatch")).status_code == 404
     assert await tenant_objects(hangar, t.id) == []
     async with hangar.sessions() as s:
-        assert await s.scalar(select(func.count()).select_from(UploadSession).where(UploadSession.tenant_id == t.id)) == 0
+        assert (
+            await s.scalar(
+                select(func.count())
+                .select_from(UploadSession)
+                .where(UploadSession.tenant_id == t.id)
+            )
+            == 0
+        )
 
 
 async def test_not_gguf_is_refused_and_nothing_kept(tenants, tmp_path, hangar):
     t = await tenants.create()
-    resp = await t.request("POST", "/v1/models/notes/versions", content=b"PK\x03\x04 this is a zip, not a model" * 1000)
+    resp = await t.request(
+        "POST", "/v1/models/notes/versions", content=b"PK\x03\x04 this is a zip, not a model" * 1000
+    )
     assert resp.status_code == 400
     assert "not a GGUF file" in resp.json()["error"]
     assert (await t.request("GET", "/v1/models/notes")).status_code == 404
@@ -182,7 +207,9 @@ async def test_range_requests(tenants, tmp_path):
     assert past_end.status_code == 416
     assert past_end.headers["content-range"] == f"bytes */{len(data)}"
 
-    stale = await t.request("GET", url, headers={"Range": "bytes=0-9", "If-Range": '"sha256:' + "0" * 64 + '"'})
+    stale = await t.request(
+        "GET", url, headers={"Range": "bytes=0-9", "If-Range": '"sha256:' + "0" * 64 + '"'}
+    )
     assert stale.status_code == 200 and stale.content == data  # file changed: whole file
 
     head = await t.request("HEAD", url)
@@ -195,15 +222,21 @@ async def test_resumed_download_is_metered_once(tenants, tmp_path, hangar):
     data = write_gguf(tmp_path / "m.gguf", megabytes=3, seed=6).read_bytes()
     await t.push(tmp_path / "m.gguf", "e")
     half = len(data) // 2
-    first = await t.request("GET", "/v1/models/e/versions/1/blob", headers={"Range": f"bytes=0-{half - 1}"})
-    rest = await t.request("GET", "/v1/models/e/versions/1/blob", headers={"Range": f"bytes={half}-"})
+    first = await t.request(
+        "GET", "/v1/models/e/versions/1/blob", headers={"Range": f"bytes=0-{half - 1}"}
+    )
+    rest = await t.request(
+        "GET", "/v1/models/e/versions/1/blob", headers={"Range": f"bytes={half}-"}
+    )
     assert first.content + rest.content == data
     await hangar.downloads.drain()
     async with hangar.sessions() as s:
-        rows = (await s.execute(
-            select(UsageEvent.quantity, UsageEvent.attrs).where(
-                UsageEvent.tenant_id == uuid.UUID(t.id), UsageEvent.meter == "egress"
+        rows = (
+            await s.execute(
+                select(UsageEvent.quantity, UsageEvent.attrs).where(
+                    UsageEvent.tenant_id == uuid.UUID(t.id), UsageEvent.meter == "egress"
+                )
             )
-        )).all()
+        ).all()
     assert sum(q for q, _ in rows) == len(data)
     assert all(attrs["digest"] == sha(data) for _, attrs in rows)

@@ -18,9 +18,13 @@ from tests.factories import write_gguf
 
 async def hangar_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", *args,
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        *args,
         env={**os.environ, "COLUMNS": "200", **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     return proc.returncode, out.decode()
@@ -58,8 +62,15 @@ async def test_push_killed_midway_resumes_on_rerun(tenants, base_url, tmp_path):
     env = cli_env(base_url, t, tmp_path)
     path = write_gguf(tmp_path / "big.gguf", megabytes=60, seed=21)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "push", str(path), "big",
-        env={**os.environ, **env}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "push",
+        str(path),
+        "big",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     committed = 0
     for _ in range(600):  # until at least one part has landed
@@ -80,7 +91,9 @@ async def test_push_killed_midway_resumes_on_rerun(tenants, base_url, tmp_path):
     assert blob.content == path.read_bytes()
 
 
-async def test_pull_resumes_a_partial_file_and_meters_only_the_rest(tenants, base_url, tmp_path, hangar):
+async def test_pull_resumes_a_partial_file_and_meters_only_the_rest(
+    tenants, base_url, tmp_path, hangar
+):
     t = await tenants.create()
     env = cli_env(base_url, t, tmp_path)
     data = write_gguf(tmp_path / "m.gguf", megabytes=4, seed=22).read_bytes()
@@ -105,8 +118,7 @@ async def test_pull_resumes_a_partial_file_and_meters_only_the_rest(tenants, bas
 async def test_pull_refuses_a_corrupted_partial(tenants, base_url, tmp_path):
     t = await tenants.create()
     env = cli_env(base_url, t, tmp_path)
-    data = write_gguf(tmp_path / "m.gguf", megabytes=1, seed=23).read_bytes()
-    await t.push(tmp_path / "m.gguf", "m")
+    await t.push(write_gguf(tmp_path / "m.gguf", megabytes=1, seed=23), "m")
     (tmp_path / "out.gguf.partial").write_bytes(b"X" * 1000)
     code, out = await hangar_cli("pull", "m", "-o", str(tmp_path / "out.gguf"), env=env)
     assert code == 1

@@ -11,6 +11,8 @@ from services.all_models import metadata
 async def test_migrations_match_models(hangar):
     async with hangar.engine.connect() as conn:
         diff = await conn.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata)
+            lambda sync: compare_metadata(
+                MigrationContext.configure(sync, opts={"compare_type": True}), metadata
+            )
         )
     assert diff == []

@@ -24,12 +24,16 @@ from tests.factories import Tenants, write_gguf
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     components = Components.build(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, components), port=free_port(), log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, components), port=free_port(), log_level="warning")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server.config.port}", timeout=60
+        ) as http:
             yield http
     finally:
         server.should_exit = True
@@ -44,10 +48,17 @@ async def own_stack(tmp_path, settings):
     url = await asyncio.to_thread(pg.start)
     await asyncio.to_thread(s3.start)
     await asyncio.to_thread(upgrade, url)
-    own = settings.model_copy(update={
-        "database": DatabaseSettings(url=url),
-        "s3": S3Settings(endpoint=s3.endpoint, access_key=s3.access_key, secret_key=SecretStr(s3.secret_key), bucket="outage"),
-    })
+    own = settings.model_copy(
+        update={
+            "database": DatabaseSettings(url=url),
+            "s3": S3Settings(
+                endpoint=s3.endpoint,
+                access_key=s3.access_key,
+                secret_key=SecretStr(s3.secret_key),
+                bucket="outage",
+            ),
+        }
+    )
     yield own, pg, s3
     await asyncio.to_thread(s3.stop)
     await asyncio.to_thread(pg.stop)

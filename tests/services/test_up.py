@@ -18,8 +18,17 @@ from tests.factories import write_gguf
 async def start_up(data_dir, port) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANGAR_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "up", "--data-dir", str(data_dir), "--port", str(port),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     async with httpx.AsyncClient() as http:
         for _ in range(1200):
@@ -53,10 +62,16 @@ async def test_up_runs_everything_keeps_data_and_stops_cleanly(tmp_path):
     token = (data_dir / "operator-token").read_text().strip()
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        tenant = (await http.post("/v1/tenants/", json={"name": "acme"}, headers={"Authorization": f"Bearer {token}"})).json()
+        tenant = (
+            await http.post(
+                "/v1/tenants/", json={"name": "acme"}, headers={"Authorization": f"Bearer {token}"}
+            )
+        ).json()
         key = {"Authorization": f"Bearer {tenant['admin_key']['secret']}"}
         path = write_gguf(tmp_path / "m.gguf", seed=40)
-        assert (await http.post("/v1/models/m/versions", content=path.read_bytes(), headers=key)).status_code == 201
+        assert (
+            await http.post("/v1/models/m/versions", content=path.read_bytes(), headers=key)
+        ).status_code == 201
 
     out = await stop(proc)
     assert proc.returncode == 0, out
