@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,10 @@ from services.errors import RangeNotSatisfiable
 from services.objectstore import ObjectStore
 from services.settings import RegistrySettings
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+log = logging.getLogger("hangar.registry")
+# ~2 minutes of retries with backoff before an egress write is given up (and logged).
+RECORD_ATTEMPTS = 8
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")  # 19 digits: any int64 offset
 
 
 @dataclass(frozen=True)
@@ -149,18 +153,35 @@ class Downloads:
         digest: str,
         sent: int,
     ) -> None:
-        async with transaction(self.sessions) as session:
-            await record_event(
-                session,
-                tenant_id=tenant_id,
-                event_id=f"egress:{uuid.uuid4()}",
-                meter="egress",
-                quantity=sent,
-                occurred_at=utcnow(),
-                node_id=node_id,
-                model_version_id=version_id,
-                attrs={"digest": digest},
-            )
+        """Egress is money: retry a failed write (one event id, so a retry after a
+        lost commit reply is not counted twice) and shout if it still fails."""
+        event_id, occurred_at = f"egress:{uuid.uuid4()}", utcnow()
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                async with transaction(self.sessions) as session:
+                    await record_event(
+                        session,
+                        tenant_id=tenant_id,
+                        event_id=event_id,
+                        meter="egress",
+                        quantity=sent,
+                        occurred_at=occurred_at,
+                        node_id=node_id,
+                        model_version_id=version_id,
+                        attrs={"digest": digest},
+                    )
+                return
+            except Exception:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    log.exception(
+                        "LOST EGRESS: %s bytes of %s for tenant %s (event %s) could not be recorded",
+                        sent,
+                        digest,
+                        tenant_id,
+                        event_id,
+                    )
+                    return
+                await asyncio.sleep(min(2**attempt, 30))
 
     async def drain(self) -> None:
         """Wait for metering writes still in flight (at shutdown, and in tests)."""

@@ -24,6 +24,7 @@ class GCReport:
     blobs: int = 0
     bytes_freed: int = 0
     orphans: int = 0
+    orphan_multiparts: int = 0
 
 
 async def collect_garbage(
@@ -68,6 +69,7 @@ async def collect_garbage(
             report.blobs += 1
             report.bytes_freed += blob.size
     report.orphans = await _sweep_orphans(sessions, store)
+    report.orphan_multiparts = await _abort_orphan_multiparts(sessions, store)
     return report
 
 
@@ -84,3 +86,20 @@ async def _sweep_orphans(sessions: async_sessionmaker[AsyncSession], store: Obje
             await store.delete(key)
             removed += 1
     return removed
+
+
+async def _abort_orphan_multiparts(
+    sessions: async_sessionmaker[AsyncSession], store: ObjectStore
+) -> int:
+    """Multipart uploads no session knows (a start that failed after S3 said yes):
+    their parts take space but no listing shows them."""
+    uploads = await store.list_multipart("tenants/")
+    async with sessions() as session:
+        known = set(await session.scalars(select(UploadSession.s3_upload_id)))
+    cutoff = utcnow() - ORPHAN_GRACE
+    aborted = 0
+    for key, upload_id, started in uploads:
+        if upload_id not in known and (started is None or started < cutoff):
+            await store.abort_multipart(key, upload_id)
+            aborted += 1
+    return aborted

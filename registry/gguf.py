@@ -171,7 +171,8 @@ class _Reader:
             raise InvalidGGUF(
                 f"corrupt GGUF header: a string of {length} bytes at offset {self.pos}"
             )
-        return bytes(self.take(length)).decode("utf-8", errors="replace")
+        # NUL cannot be stored in Postgres text/JSON; it carries no meaning in a name.
+        return bytes(self.take(length)).decode("utf-8", errors="replace").replace("\x00", "")
 
     def value(self, vtype: int) -> Any:
         if vtype in _SCALARS:

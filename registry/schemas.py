@@ -55,7 +55,8 @@ class ModelOut(BaseModel):
 class UploadCreate(BaseModel):
     model: str = Field(description="model name; created on first push")
     tag: str = "latest"
-    size: int = Field(gt=0, description="exact size of the file in bytes")
+    # S3's largest object is 5 TiB.
+    size: int = Field(gt=0, le=5 * 1024**4, description="exact size of the file in bytes")
     digest: str | None = Field(
         default=None, description="expected 'sha256:<hex>'; checked at the end"
     )

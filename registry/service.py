@@ -80,12 +80,17 @@ async def list_models(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[Mo
     return out
 
 
+def is_number(text: str, *, max_digits: int) -> bool:
+    """Plain ASCII digits that fit the column (``str.isdigit`` also accepts '²')."""
+    return text.isascii() and text.isdigit() and len(text) <= max_digits
+
+
 def resolve_in(model: Model, ref: str) -> ModelVersion:
     """``ref`` is a version number, a tag or a ``sha256:`` digest."""
     if ref.startswith("sha256:"):
         check_digest(ref)
         found = next((v for v in model.versions if v.digest == ref), None)
-    elif ref.isdigit():
+    elif is_number(ref, max_digits=9):
         found = next((v for v in model.versions if v.number == int(ref)), None)
     else:
         tag = next((t for t in model.tags if t.name == ref), None)
@@ -156,7 +161,7 @@ async def set_tag(
     session: AsyncSession, *, model_id: uuid.UUID, tag: str, version_id: uuid.UUID
 ) -> None:
     check_name(tag, what="tag")
-    if tag.startswith("sha256") or tag.isdigit():
+    if tag.startswith("sha256") or is_number(tag, max_digits=128):
         raise BadRequest(f"invalid tag {tag!r}: a tag cannot look like a version number or digest")
     stmt = insert(Tag).values(
         model_id=model_id, name=tag, version_id=version_id, updated_at=utcnow()

@@ -87,6 +87,29 @@ class Uploads:
         upload_id = uuid.uuid4()
         key = f"tenants/{tenant_id}/blobs/{upload_id}"
         s3_upload_id = await self.store.create_multipart(key)
+        try:
+            upload = await self._insert_session(
+                upload_id, tenant_id, model, tag, size, digest, key, s3_upload_id
+            )
+        except BaseException:
+            await self.store.abort_multipart(
+                key, s3_upload_id
+            )  # nothing may outlive a failed start
+            raise
+        self._progress[upload_id] = _Progress(committed=0)
+        return upload
+
+    async def _insert_session(
+        self,
+        upload_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        model: str,
+        tag: str,
+        size: int | None,
+        digest: str | None,
+        key: str,
+        s3_upload_id: str,
+    ) -> UploadSession:
         async with transaction(self.sessions) as session:
             upload = UploadSession(
                 id=upload_id,
@@ -102,7 +125,6 @@ class Uploads:
                 updated_at=utcnow(),
             )
             session.add(upload)
-        self._progress[upload_id] = _Progress(committed=0)
         return upload
 
     async def get(self, *, tenant_id: uuid.UUID, upload_id: uuid.UUID) -> UploadSession:
@@ -200,17 +222,21 @@ class Uploads:
             raise BadRequest(str(exc)) from exc
 
     async def _commit_part(self, upload: UploadSession, progress: _Progress, data: bytes) -> None:
+        """Upload one part and record it. The running hash and header buffer change
+        only once the part is committed: a failure half way (S3, the database) leaves
+        them exactly as the committed bytes, so a resume from ``committed`` is exact."""
         number = len(upload.parts) + 1
+        hasher = progress.hasher.copy() if progress.hasher is not None else None
         jobs = [self.store.upload_part(upload.s3_key, upload.s3_upload_id, number, data)]
-        if progress.hasher is not None:
-            jobs.append(asyncio.to_thread(progress.hasher.update, data))
+        if hasher is not None:
+            jobs.append(asyncio.to_thread(hasher.update, data))
         etag, *_ = await asyncio.gather(*jobs)
-        gguf = upload.gguf
-        if progress.header is not None:
-            progress.header += data
-            info = await self._parse(upload, progress.header, at_end=False)
+        gguf, header = upload.gguf, progress.header
+        if header is not None:
+            header = header + data
+            info = await self._parse(upload, header, at_end=False)
             if info is not None:
-                gguf, progress.header = _info_dict(info), None
+                gguf, header = _info_dict(info), None
         parts = [*upload.parts, {"n": number, "etag": etag, "size": len(data)}]
         async with transaction(self.sessions) as session:
             result = await session.execute(
@@ -229,7 +255,7 @@ class Uploads:
                 )
         upload.committed += len(data)
         upload.parts, upload.gguf = parts, gguf
-        progress.committed = upload.committed
+        progress.committed, progress.hasher, progress.header = upload.committed, hasher, header
 
     async def _parse(
         self, upload: UploadSession, prefix: bytes | bytearray, *, at_end: bool
@@ -321,23 +347,20 @@ class Uploads:
         self, upload: UploadSession, digest: str, size: int, gguf: dict[str, Any]
     ) -> PushResult:
         async with transaction(self.sessions) as session:
-            blob_id = await session.scalar(
-                insert(Blob)
-                .values(
-                    id=uuid.uuid4(),
-                    tenant_id=upload.tenant_id,
-                    digest=digest,
-                    size=size,
-                    s3_key=upload.s3_key,
-                    created_at=utcnow(),
+            # Claim the session first: of two completes racing (replicas, a retry),
+            # exactly one publishes; the other must not touch the object.
+            claimed = await session.scalar(
+                delete(UploadSession)
+                .where(UploadSession.id == upload.id)
+                .returning(UploadSession.id)
+            )
+            if claimed is None:
+                raise Conflict(
+                    "this upload was completed or cancelled by another request; "
+                    f"`hangar models show {upload.model_name}` shows what was published"
                 )
-                .on_conflict_do_nothing(index_elements=["tenant_id", "digest"])
-                .returning(Blob.id)
-            )
-            deduplicated = blob_id is None
-            blob = await session.scalar(
-                select(Blob).where(Blob.tenant_id == upload.tenant_id, Blob.digest == digest)
-            )
+            blob = await self._blob_for(session, upload, digest, size)
+            deduplicated = blob.s3_key != upload.s3_key
             version = await service.add_version(
                 session,
                 tenant_id=upload.tenant_id,
@@ -346,7 +369,6 @@ class Uploads:
                 blob=blob,
                 gguf=gguf,
             )
-            await session.execute(delete(UploadSession).where(UploadSession.id == upload.id))
             model = await service.get_model(
                 session, tenant_id=upload.tenant_id, name=upload.model_name
             )
@@ -360,6 +382,33 @@ class Uploads:
         if deduplicated:  # these bytes were already stored: keep one copy
             await self.store.delete(upload.s3_key)
         return out
+
+    async def _blob_for(
+        self, session: AsyncSession, upload: UploadSession, digest: str, size: int
+    ) -> Blob:
+        """The tenant's blob for ``digest``: this upload's object, or the one already
+        stored. Locked, so the GC job cannot delete it before the version points at it."""
+        for _ in range(2):  # a GC may delete the existing row between the two statements
+            await session.execute(
+                insert(Blob)
+                .values(
+                    id=uuid.uuid4(),
+                    tenant_id=upload.tenant_id,
+                    digest=digest,
+                    size=size,
+                    s3_key=upload.s3_key,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["tenant_id", "digest"])
+            )
+            blob = await session.scalar(
+                select(Blob)
+                .where(Blob.tenant_id == upload.tenant_id, Blob.digest == digest)
+                .with_for_update()
+            )
+            if blob is not None:
+                return blob
+        raise Conflict("the blob changed while publishing; complete the upload again")
 
     async def cancel(self, *, tenant_id: uuid.UUID, upload_id: uuid.UUID) -> None:
         async with self._lock(upload_id):

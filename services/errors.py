@@ -45,6 +45,12 @@ class RangeNotSatisfiable(HangarError):
     status, code = 416, "range_not_satisfiable"
 
 
+class StorageInconsistent(HangarError):
+    """Our own records and the object store disagree: a server-side fault."""
+
+    status, code = 500, "storage_inconsistent"
+
+
 class Unavailable(HangarError):
     """A dependency (Postgres, S3) is down. Clients should retry."""
 

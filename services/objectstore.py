@@ -7,6 +7,7 @@ through httpx on a presigned URL so a slow client never pins a thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -17,13 +18,16 @@ from minio import Minio
 from minio.datatypes import Part
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from services.errors import Unavailable
+from services.errors import StorageInconsistent, Unavailable
 from services.settings import S3Settings
 
 T = TypeVar("T")
+log = logging.getLogger("hangar.s3")
 
 # S3 error codes that mean "the store is unwell", not "your request is wrong".
 _S3_UNAVAILABLE = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
+# ...and those that mean Hangar's S3 settings are wrong: an operator must act.
+_S3_MISCONFIGURED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
 
 
 class ObjectStore:
@@ -95,6 +99,16 @@ class ObjectStore:
             if exc.code != "NoSuchUpload":
                 raise
 
+    async def list_multipart(self, prefix: str) -> list[tuple[str, str, datetime | None]]:
+        """(key, upload id, started) of unfinished multipart uploads under ``prefix``;
+        at most 1000 a call (the SDK's paging marker is broken), the next GC run goes on."""
+        result = await self._call(
+            lambda: self.client._list_multipart_uploads(
+                self.bucket, prefix=prefix, max_uploads=1000
+            )
+        )
+        return [(u.object_name, u.upload_id, u.initiated_time) for u in result.uploads]
+
     async def delete(self, key: str) -> None:
         await self._call(self.client.remove_object, self.bucket, key)
 
@@ -131,6 +145,13 @@ class ObjectStore:
             raise Unavailable("object storage (S3) is unreachable; retry shortly") from exc
         if response.status_code not in (200, 206):
             await response.aclose()
+            if response.status_code == 404:
+                # The database says the blob exists; S3 lost it. Not the client's fault, not transient.
+                log.error("blob object %s is missing from S3", key)
+                raise StorageInconsistent(
+                    "this model's file is missing from object storage; the operator has been alerted "
+                    "(the server log names the object)"
+                )
             raise Unavailable(f"object storage answered {response.status_code} for a blob read")
 
         async def chunks() -> AsyncIterator[bytes]:

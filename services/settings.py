@@ -40,7 +40,8 @@ class RegistrySettings(BaseSettings):
     # well above S3's 5 MiB minimum.
     part_size: int = 16 * 1024 * 1024
     # A GGUF header (metadata + tensor index) must be complete within this prefix.
-    max_header_bytes: int = 256 * 1024 * 1024
+    # (Large vocabularies take ~10 MB; the prefix is held in memory while it parses.)
+    max_header_bytes: int = 64 * 1024 * 1024
     download_chunk_size: int = 1024 * 1024
     # Upload sessions untouched for this long are aborted by the cleanup job.
     stale_upload_hours: int = 24

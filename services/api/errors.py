@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from litestar import MediaType, Request, Response
@@ -46,10 +47,27 @@ def http_error(_: Request, exc: HTTPException) -> Response:
     )
 
 
+# What a lost connection to Postgres looks like at the socket level (asyncpg raises
+# these unwrapped while connecting): refused, no socket file, timed out, reset.
+_CONNECTION_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ENOENT,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+}
+
+
+def _connection_lost(exc: Exception) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated
+    return isinstance(exc, OSError) and exc.errno in _CONNECTION_ERRNOS
+
+
 def database_error(_: Request, exc: Exception) -> Response:
-    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | OSError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
+    if _connection_lost(exc):
         log.warning("database unavailable: %s", exc)
         return Response(
             _body("unavailable", "the database is unreachable; retry shortly"),

@@ -21,6 +21,7 @@ from registry.schemas import (
     UploadOut,
     VersionOut,
 )
+from registry.service import is_number
 from services.api.auth import Principal
 from services.components import Components
 from services.errors import BadRequest
@@ -39,15 +40,18 @@ def upload_out(upload) -> UploadOut:
 
 
 def _offset(request: Request) -> int:
-    raw = request.headers.get("upload-offset")
-    if raw is None or not raw.isdigit():
-        raise BadRequest("send the byte offset this body starts at in the 'Upload-Offset' header")
+    raw = request.headers.get("upload-offset", "")
+    if not is_number(raw, max_digits=19):
+        raise BadRequest(
+            "send the byte offset this body starts at in the 'Upload-Offset' header "
+            "(GET /v1/uploads/{id} tells how many bytes are committed)"
+        )
     return int(raw)
 
 
 def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
+    raw = request.headers.get("content-length", "")
+    return int(raw) if is_number(raw, max_digits=19) else None
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:

@@ -32,7 +32,7 @@ class TenantOut(BaseModel):
 
 
 class ApiKeyCreate(BaseModel):
-    name: str = Field(default="default", min_length=1, max_length=128)
+    name: str = Field(default="default", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
     scopes: list[Scope] = Field(default=[Scope.admin], min_length=1)
 
 
