@@ -22,7 +22,9 @@ _EXPIRE_TRIALS = text(
     """
     insert into plan_periods (id, tenant_id, plan, starts_at, created_at)
     select gen_random_uuid(), p.tenant_id,
-           case when a.payment_method is not null then 'starter' else 'lapsed' end,
+           case when a.payment_method is not null
+                and (a.payment_method_at is null or a.payment_method_at <= p.trial_ends_at)
+               then 'starter' else 'lapsed' end,
            p.trial_ends_at, now()
     from plan_periods p
     join billing_accounts a on a.tenant_id = p.tenant_id

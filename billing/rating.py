@@ -186,10 +186,13 @@ def _usage_line(
 
 
 def _cap_line(lines: list[RatedLine], windows_: list[Window], period: Period) -> RatedLine | None:
-    capped = [w for w in windows_ if w.segment.terms.spend_cap_pence is not None]
+    # Each window is capped by the cap in force at its end (within this month), so a
+    # cap set or removed after the month ended does not change it.
+    caps = [w.segment.spend_cap_at(w.usage_to - timedelta(microseconds=1)) for w in windows_]
+    capped = [w for w, c in zip(windows_, caps, strict=True) if c is not None]
     if not capped:
         return None
-    cap = capped[-1].segment.terms.spend_cap_pence
+    cap = [c for c in caps if c is not None][-1]
     plans = {w.segment.terms.plan.value for w in capped}
     usage = sum(line.amount_pence for line in lines if line.kind == "usage" and line.plan in plans)
     if usage <= cap:

@@ -118,7 +118,8 @@ async def apply_event(session: AsyncSession, *, event: dict[str, Any], now: date
         )
         if account is None:
             return "not a Hangar customer"
-        if method:
+        if method and method != account.payment_method:
             account.payment_method = method
+            account.payment_method_at = now
         return "payment method recorded" if method else "nothing to record"
     return "ignored"
