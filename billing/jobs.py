@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.accounts import ensure_accounts
-from billing.invoicing import closable_periods, close_period
+from billing.period_close import closable_periods, close_period
 from billing.stripe import StripeClient
 from billing.stripe_sync import SyncReport, sync_invoices
 from metering.samplers import SampleReport, count_device_days, sample_storage

@@ -10,7 +10,7 @@ from datetime import date
 
 from sqlalchemy import select
 
-from billing.invoicing import close_period
+from billing.period_close import close_period
 from billing.models import Invoice
 from metering.periods import Period
 from services.components import Components
