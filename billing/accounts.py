@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -136,6 +136,24 @@ async def _refuse_if_invoiced(
         )
 
 
+# The earliest month billing knows (``Period.parse`` accepts 2000-01 to 9998-12).
+EARLIEST_EFFECTIVE_AT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def check_effective_at(effective_at: datetime, *, now: datetime) -> None:
+    """A plan or contract may be backdated (migrations) or scheduled, within bounds."""
+    if effective_at < EARLIEST_EFFECTIVE_AT:
+        raise BadRequest(
+            f"effective_at {effective_at.isoformat()} is too early: "
+            "plans and contracts can start on 2000-01-01 at the earliest"
+        )
+    if effective_at > now + timedelta(days=365):
+        raise BadRequest(
+            f"effective_at {effective_at.isoformat()} is more than a year ahead; "
+            "schedule a plan or contract at most one year from now"
+        )
+
+
 async def set_plan(
     session: AsyncSession,
     *,
@@ -146,6 +164,7 @@ async def set_plan(
     contract_id: uuid.UUID | None = None,
 ) -> PlanPeriod:
     """From ``effective_at`` on, ``plan`` is in force; later scheduled changes are dropped."""
+    check_effective_at(effective_at, now=utcnow())
     if plan is PlanName.lapsed:
         raise BadRequest("'lapsed' is not a plan to choose; pick starter, payg or enterprise")
     if plan is PlanName.enterprise and contract_id is None:

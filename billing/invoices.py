@@ -9,8 +9,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.accounts import standing
-from billing.period_close import next_numbers, rate_tenants
 from billing.models import CreditNote, Invoice, InvoiceLine
+from billing.period_close import next_numbers, rate_tenants
 from billing.rating import RatedLine, pounds
 from billing.schemas import (
     CreditNoteOut,

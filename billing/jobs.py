@@ -49,6 +49,8 @@ class CloseReport:
     periods: list[str] = field(default_factory=list)
     invoices: int = 0
     numbers: list[str] = field(default_factory=list)
+    # "period tenant-id: error" for each tenant whose invoice could not be made.
+    failed: list[str] = field(default_factory=list)
 
 
 async def expire_trials(session: AsyncSession, *, now: datetime, trial_days: int) -> TrialReport:
@@ -98,6 +100,7 @@ async def run_period_close(
         report.periods.append(result.period)
         report.invoices += result.invoices
         report.numbers += result.numbers
+        report.failed += [f"{result.period} {failure}" for failure in result.failed]
     return report
 
 

@@ -8,8 +8,9 @@ statements per batch, never per tenant.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, text
@@ -24,6 +25,8 @@ from metering.periods import Period
 from services.db import transaction
 from services.settings import BillingSettings
 from services.tenants.models import Tenant
+
+log = logging.getLogger(__name__)
 
 _USAGE_BY_WINDOW = text(
     """
@@ -78,6 +81,8 @@ class CloseResult:
     period: str
     invoices: int
     numbers: list[str]
+    # Tenants whose invoice could not be made: "tenant id: error". The others are closed.
+    failed: list[str] = field(default_factory=list)
 
 
 def _due_days(segs: list[Segment], period: Period, default: int) -> int:
@@ -120,14 +125,28 @@ async def close_period(
     candidates = await _candidates(sessions, period)
     size = settings.close_batch_size
     for start in range(0, len(candidates), size):
-        async with transaction(sessions) as session:
-            numbers = await _close_batch(
-                session,
-                period=period,
-                now=now,
-                settings=settings,
-                tenant_ids=candidates[start : start + size],
-            )
+        batch = candidates[start : start + size]
+        try:
+            async with transaction(sessions) as session:
+                numbers = await _close_batch(
+                    session, period=period, now=now, settings=settings, tenant_ids=batch
+                )
+        except Exception:
+            # One tenant's bad data must not stop everyone's invoices: retry one by one.
+            numbers = []
+            for tenant_id in batch:
+                try:
+                    async with transaction(sessions) as session:
+                        numbers += await _close_batch(
+                            session,
+                            period=period,
+                            now=now,
+                            settings=settings,
+                            tenant_ids=[tenant_id],
+                        )
+                except Exception as exc:
+                    log.exception("period close %s failed for tenant %s", period, tenant_id)
+                    result.failed.append(f"{tenant_id}: {type(exc).__name__}: {exc}")
         result.invoices += len(numbers)
         result.numbers += numbers
     return result

@@ -10,8 +10,8 @@ from datetime import date
 
 from sqlalchemy import select
 
-from billing.period_close import close_period
 from billing.models import Invoice
+from billing.period_close import close_period
 from metering.periods import Period
 from services.components import Components
 from services.scheduler import run_job
