@@ -105,6 +105,8 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
     event_id = raw.get("id")
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= 128:
         raise _Invalid("id", "must be a string of 1 to 128 characters (the idempotency key)")
+    if "\x00" in event_id:
+        raise _Invalid("id", "must not contain NUL characters (\\u0000)")
     meter = raw.get("meter")
     if meter not in METERS:
         raise _Invalid("meter", f"{meter!r} is not a meter; use one of {', '.join(METERS)}")
@@ -123,6 +125,8 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
     attrs = raw.get("attrs")
     if attrs is not None and not isinstance(attrs, dict):
         raise _Invalid("attrs", "must be a JSON object")
+    if attrs is not None and _has_nul(attrs):
+        raise _Invalid("attrs", "must not contain NUL characters (\\u0000) in keys or values")
     cols.tenant_ids.append(tenant_id)  # type: ignore[arg-type]
     cols.event_ids.append(event_id)
     cols.meters.append(meter)
@@ -178,6 +182,17 @@ def parse_events(payload: Any, *, now: datetime, max_events: int) -> EventColumn
     if errors:
         raise refuse(errors)
     return cols
+
+
+def _has_nul(value: Any) -> bool:
+    """Postgres text and jsonb cannot hold U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 _INSERT = text(

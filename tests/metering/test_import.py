@@ -107,3 +107,23 @@ async def test_usage_for_an_invoiced_month_is_refused(tenants, operator, hangar)
     assert "June 2025, which is already invoiced for this tenant (HGR-" in late.json()["error"]
     # the month after is open
     assert (await operator.import_events([egress(t.id, GB, at("2025-07-03"))])).status_code == 200
+
+
+async def test_nul_characters_in_event_ids_and_attrs_are_400(tenants, operator):
+    t = await tenants.create()
+    event = {
+        "tenant_id": t.id,
+        "id": "ok-1",
+        "meter": "egress",
+        "quantity": 1,
+        "occurred_at": "2026-01-05T00:00:00Z",
+    }
+    for bad, field in [
+        ({"id": "e\x00vil"}, "id"),
+        ({"attrs": {"note": "a\x00b"}}, "attrs"),
+        ({"attrs": {"k\x00": "v"}}, "attrs"),
+        ({"attrs": {"deep": ["x", {"y": "\x00"}]}}, "attrs"),
+    ]:
+        resp = await operator.import_events([{**event, **bad}])
+        assert resp.status_code == 400, resp.text
+        assert field in resp.text and "NUL" in resp.text
