@@ -14,7 +14,14 @@ from billing.models import Contract
 from billing.plans import PlanName
 from billing.quotas import limit_status
 from billing.schemas import AccountOut, ContractIn, ContractOut, UsageOverview
-from metering.ingest import EventColumns, event_error, insert_events, parse_events, refuse
+from metering.ingest import (
+    EventColumns,
+    event_error,
+    insert_events,
+    parse_events,
+    refuse,
+    refuse_conflicts,
+)
 from metering.periods import Period
 from metering.reports import usage_report
 from metering.schemas import ImportResult
@@ -190,5 +197,6 @@ async def import_usage(
             ]
         )
     await _refuse_closed_months(session, cols)
+    await refuse_conflicts(session, cols)
     written = await insert_events(session, cols)
     return ImportResult(received=len(cols), written=written, duplicates=len(cols) - written)
