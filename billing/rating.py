@@ -227,7 +227,19 @@ def rate(
             line = _usage_line(window, period, meter, total, events)
             if line:
                 lines.append(line)
+    # No noise: a meter without usage, or a plan in force for less than a day, adds
+    # nothing a reader needs. Lines with usage behind them stay, even if included.
+    lines = [line for line in lines if not _empty(line)]
     cap = _cap_line(lines, wins, period)
     if cap:
         lines.append(cap)
     return lines
+
+
+def _empty(line: RatedLine) -> bool:
+    return (
+        line.kind != "flat_fee"
+        and line.quantity == 0
+        and line.amount_pence == 0
+        and line.usage_events == 0
+    )
