@@ -42,7 +42,11 @@ _USAGE_BY_WINDOW = text(
 
 
 async def rate_tenants(
-    session: AsyncSession, *, period: Period, segments: dict[uuid.UUID, list[Segment]]
+    session: AsyncSession,
+    *,
+    period: Period,
+    segments: dict[uuid.UUID, list[Segment]],
+    draft: bool = False,
 ) -> dict[uuid.UUID, list[RatedLine]]:
     params: dict[str, list] = {"tenants": [], "idx": [], "lo": [], "hi": [], "meters": list(BILLED)}
     for tenant_id, segs in segments.items():
@@ -57,7 +61,7 @@ async def rate_tenants(
             _USAGE_BY_WINDOW, params
         ):
             usage[tenant_id][(index, meter)] = (int(total), int(count))
-    return {tid: rate(period, segs, usage[tid]) for tid, segs in segments.items()}
+    return {tid: rate(period, segs, usage[tid], draft=draft) for tid, segs in segments.items()}
 
 
 async def next_numbers(session: AsyncSession, *, series: str, count: int) -> list[int]:

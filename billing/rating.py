@@ -212,10 +212,16 @@ def _cap_line(lines: list[RatedLine], windows_: list[Window], period: Period) ->
 
 
 def rate(
-    period: Period, segments: list[Segment], usage: dict[tuple[int, str], tuple[int, int]]
+    period: Period,
+    segments: list[Segment],
+    usage: dict[tuple[int, str], tuple[int, int]],
+    *,
+    draft: bool = False,
 ) -> list[RatedLine]:
     """``usage`` maps (index of the window in ``windows(period, segments)``, meter) to
-    (sum of quantities, number of events) of the usage inside that window."""
+    (sum of quantities, number of events) of the usage inside that window. A ``draft``
+    (the preview) keeps a £0 line per priced meter, showing what will be charged as
+    usage arrives; a finalized invoice drops lines with nothing behind them."""
     lines: list[RatedLine] = []
     wins = windows(period, segments)
     for index, window in enumerate(wins):
@@ -229,14 +235,16 @@ def rate(
                 lines.append(line)
     # No noise: a meter without usage, or a plan in force for less than a day, adds
     # nothing a reader needs. Lines with usage behind them stay, even if included.
-    lines = [line for line in lines if not _empty(line)]
+    lines = [line for line in lines if not _empty(line, draft)]
     cap = _cap_line(lines, wins, period)
     if cap:
         lines.append(cap)
     return lines
 
 
-def _empty(line: RatedLine) -> bool:
+def _empty(line: RatedLine, draft: bool) -> bool:
+    if draft and line.kind == "usage":
+        return False
     return (
         line.kind != "flat_fee"
         and line.quantity == 0
