@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.models import BillingAccount, Contract, Invoice, PlanPeriod
+from billing.models import BillingAccount, Contract, Invoice, PlanPeriod, SpendCap
 from billing.plans import PUBLIC_PLAN, PlanName
 from billing.timeline import Segment, build, in_force
 from metering.periods import Period
+from services.db import utcnow
 from services.errors import BadRequest, Conflict, NotFound
 from services.tenants.models import Tenant
 
@@ -95,7 +97,13 @@ async def load_segments(
     by_tenant: dict[uuid.UUID, list[PlanPeriod]] = {tid: [] for tid in ids}
     for period in periods:
         by_tenant[period.tenant_id].append(period)
-    return {tid: build(by_tenant[tid], account=accounts[tid], contracts=contracts) for tid in ids}
+    caps: dict[uuid.UUID, list[tuple[datetime, int | None]]] = {tid: [] for tid in ids}
+    for cap in await session.scalars(select(SpendCap).where(SpendCap.tenant_id.in_(ids))):
+        caps[cap.tenant_id].append((cap.effective_at, cap.cap_pence))
+    return {
+        tid: build(by_tenant[tid], account=accounts[tid], contracts=contracts, caps=caps[tid])
+        for tid in ids
+    }
 
 
 async def resolve_tenant(session: AsyncSession, ref: str) -> Tenant:
@@ -128,6 +136,24 @@ async def _refuse_if_invoiced(
         )
 
 
+# The earliest month billing knows (``Period.parse`` accepts 2000-01 to 9998-12).
+EARLIEST_EFFECTIVE_AT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def check_effective_at(effective_at: datetime, *, now: datetime) -> None:
+    """A plan or contract may be backdated (migrations) or scheduled, within bounds."""
+    if effective_at < EARLIEST_EFFECTIVE_AT:
+        raise BadRequest(
+            f"effective_at {effective_at.isoformat()} is too early: "
+            "plans and contracts can start on 2000-01-01 at the earliest"
+        )
+    if effective_at > now + timedelta(days=365):
+        raise BadRequest(
+            f"effective_at {effective_at.isoformat()} is more than a year ahead; "
+            "schedule a plan or contract at most one year from now"
+        )
+
+
 async def set_plan(
     session: AsyncSession,
     *,
@@ -138,6 +164,7 @@ async def set_plan(
     contract_id: uuid.UUID | None = None,
 ) -> PlanPeriod:
     """From ``effective_at`` on, ``plan`` is in force; later scheduled changes are dropped."""
+    check_effective_at(effective_at, now=utcnow())
     if plan is PlanName.lapsed:
         raise BadRequest("'lapsed' is not a plan to choose; pick starter, payg or enterprise")
     if plan is PlanName.enterprise and contract_id is None:
@@ -176,11 +203,25 @@ async def set_plan(
 
 
 async def set_spend_cap(
-    session: AsyncSession, *, tenant_id: uuid.UUID, cap_pence: int | None, trial_days: int
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    cap_pence: int | None,
+    trial_days: int,
+    now: datetime | None = None,
 ) -> BillingAccount:
+    """The cap applies from ``now`` on: the month in progress and later ones, never a
+    month that has already ended."""
     if cap_pence is not None and cap_pence < 0:
         raise BadRequest("a spend cap cannot be negative; send null to remove the cap")
     state = await standing(session, tenant_id=tenant_id, trial_days=trial_days, lock=True)
     state.account.spend_cap_pence = cap_pence
+    await session.execute(
+        pg_insert(SpendCap)
+        .values(tenant_id=tenant_id, effective_at=now or utcnow(), cap_pence=cap_pence)
+        .on_conflict_do_update(
+            index_elements=["tenant_id", "effective_at"], set_={"cap_pence": cap_pence}
+        )
+    )
     await session.flush()
     return state.account

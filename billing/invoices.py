@@ -9,8 +9,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.accounts import standing
-from billing.invoicing import next_numbers, rate_tenants
 from billing.models import CreditNote, Invoice, InvoiceLine
+from billing.period_close import next_numbers, rate_tenants
 from billing.rating import RatedLine, pounds
 from billing.schemas import (
     CreditNoteOut,
@@ -163,9 +163,9 @@ async def preview(
     if existing:
         return await get_invoice(session, tenant_id=tenant_id, ref=existing)
     state = await standing(session, tenant_id=tenant_id, trial_days=trial_days)
-    lines = (await rate_tenants(session, period=period, segments={tenant_id: state.segments}))[
-        tenant_id
-    ]
+    lines = (
+        await rate_tenants(session, period=period, segments={tenant_id: state.segments}, draft=True)
+    )[tenant_id]
     total = sum(line.amount_pence for line in lines)
     return InvoiceOut(
         id=None,

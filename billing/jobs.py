@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.accounts import ensure_accounts
-from billing.invoicing import closable_periods, close_period
+from billing.period_close import closable_periods, close_period
 from billing.stripe import StripeClient
 from billing.stripe_sync import SyncReport, sync_invoices
 from metering.samplers import SampleReport, count_device_days, sample_storage
@@ -22,7 +22,9 @@ _EXPIRE_TRIALS = text(
     """
     insert into plan_periods (id, tenant_id, plan, starts_at, created_at)
     select gen_random_uuid(), p.tenant_id,
-           case when a.payment_method is not null then 'starter' else 'lapsed' end,
+           case when a.payment_method is not null
+                and (a.payment_method_at is null or a.payment_method_at <= p.trial_ends_at)
+               then 'starter' else 'lapsed' end,
            p.trial_ends_at, now()
     from plan_periods p
     join billing_accounts a on a.tenant_id = p.tenant_id
@@ -47,6 +49,8 @@ class CloseReport:
     periods: list[str] = field(default_factory=list)
     invoices: int = 0
     numbers: list[str] = field(default_factory=list)
+    # "period tenant-id: error" for each tenant whose invoice could not be made.
+    failed: list[str] = field(default_factory=list)
 
 
 async def expire_trials(session: AsyncSession, *, now: datetime, trial_days: int) -> TrialReport:
@@ -96,6 +100,7 @@ async def run_period_close(
         report.periods.append(result.period)
         report.invoices += result.invoices
         report.numbers += result.numbers
+        report.failed += [f"{result.period} {failure}" for failure in result.failed]
     return report
 
 

@@ -37,7 +37,24 @@ class BillingAccount(CreatedAt, Base):
     payment_method: Mapped[str | None] = mapped_column(String(255))
     # Pay-as-you-go monthly spend cap set by the tenant, in pence; None means no cap.
     spend_cap_pence: Mapped[int | None] = mapped_column(BigInteger)
+    # When ``payment_method`` was put on file: a trial that ended earlier stays lapsed.
+    payment_method_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class SpendCap(Base):
+    """The tenant's pay-as-you-go spend cap from ``effective_at`` until the next row's.
+    A month is capped by the cap in force at its end, so a change never reaches back
+    into a finished month."""
+
+    __tablename__ = "spend_caps"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    effective_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    # None: the cap was removed.
+    cap_pence: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PlanPeriod(CreatedAt, Base):

@@ -63,7 +63,7 @@ async def set_payment_method(
         await session.execute(
             update(BillingAccount)
             .where(BillingAccount.tenant_id == tenant_id)
-            .values(payment_method=method)
+            .values(payment_method=method, payment_method_at=now)
         )
         # Invoices waiting for a card are pushed on the next sync run, not tomorrow.
         await session.execute(

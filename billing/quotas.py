@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.accounts import Standing, standing
-from billing.invoicing import rate_tenants
+from billing.period_close import rate_tenants
 from billing.plans import PlanName, Terms
 from billing.rating import CONTEXT, pounds, to_pence
 from billing.schemas import LimitStatus

@@ -186,10 +186,13 @@ def _usage_line(
 
 
 def _cap_line(lines: list[RatedLine], windows_: list[Window], period: Period) -> RatedLine | None:
-    capped = [w for w in windows_ if w.segment.terms.spend_cap_pence is not None]
+    # Each window is capped by the cap in force at its end (within this month), so a
+    # cap set or removed after the month ended does not change it.
+    caps = [w.segment.spend_cap_at(w.usage_to - timedelta(microseconds=1)) for w in windows_]
+    capped = [w for w, c in zip(windows_, caps, strict=True) if c is not None]
     if not capped:
         return None
-    cap = capped[-1].segment.terms.spend_cap_pence
+    cap = [c for c in caps if c is not None][-1]
     plans = {w.segment.terms.plan.value for w in capped}
     usage = sum(line.amount_pence for line in lines if line.kind == "usage" and line.plan in plans)
     if usage <= cap:
@@ -209,10 +212,16 @@ def _cap_line(lines: list[RatedLine], windows_: list[Window], period: Period) ->
 
 
 def rate(
-    period: Period, segments: list[Segment], usage: dict[tuple[int, str], tuple[int, int]]
+    period: Period,
+    segments: list[Segment],
+    usage: dict[tuple[int, str], tuple[int, int]],
+    *,
+    draft: bool = False,
 ) -> list[RatedLine]:
     """``usage`` maps (index of the window in ``windows(period, segments)``, meter) to
-    (sum of quantities, number of events) of the usage inside that window."""
+    (sum of quantities, number of events) of the usage inside that window. A ``draft``
+    (the preview) keeps a £0 line per priced meter, showing what will be charged as
+    usage arrives; a finalized invoice drops lines with nothing behind them."""
     lines: list[RatedLine] = []
     wins = windows(period, segments)
     for index, window in enumerate(wins):
@@ -224,7 +233,21 @@ def rate(
             line = _usage_line(window, period, meter, total, events)
             if line:
                 lines.append(line)
+    # No noise: a meter without usage, or a plan in force for less than a day, adds
+    # nothing a reader needs. Lines with usage behind them stay, even if included.
+    lines = [line for line in lines if not _empty(line, draft)]
     cap = _cap_line(lines, wins, period)
     if cap:
         lines.append(cap)
     return lines
+
+
+def _empty(line: RatedLine, draft: bool) -> bool:
+    if draft and line.kind == "usage":
+        return False
+    return (
+        line.kind != "flat_fee"
+        and line.quantity == 0
+        and line.amount_pence == 0
+        and line.usage_events == 0
+    )

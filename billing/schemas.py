@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from metering.schemas import UsageReport
 
@@ -151,6 +151,13 @@ class ContractIn(BaseModel):
     note: str = Field(default="", max_length=10_000)
     effective_at: AwareDatetime | None = None
 
+    @field_validator("note")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("note must not contain NUL characters (\\u0000)")
+        return value
+
 
 class ContractOut(ContractIn):
     id: uuid.UUID
@@ -162,3 +169,10 @@ class ContractOut(ContractIn):
 class CreditNoteIn(BaseModel):
     amount_pence: int = Field(gt=0, le=MAX_PENCE)
     reason: str = Field(min_length=3, max_length=1000)
+
+    @field_validator("reason")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("reason must not contain NUL characters (\\u0000)")
+        return value

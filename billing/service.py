@@ -14,11 +14,18 @@ from billing.models import Contract
 from billing.plans import PlanName
 from billing.quotas import limit_status
 from billing.schemas import AccountOut, ContractIn, ContractOut, UsageOverview
-from metering.ingest import EventColumns, event_error, insert_events, parse_events, refuse
+from metering.ingest import (
+    EventColumns,
+    event_error,
+    insert_events,
+    parse_events,
+    refuse,
+    refuse_conflicts,
+)
 from metering.periods import Period
 from metering.reports import usage_report
 from metering.schemas import ImportResult
-from services.errors import BadRequest, PaymentRequired
+from services.errors import BadRequest, Forbidden, PaymentRequired
 from services.tenants.models import Tenant
 
 
@@ -51,6 +58,13 @@ async def choose_plan(
             "choose starter or payg; enterprise contracts are set by your Hangar operator"
         )
     state = await standing(session, tenant_id=tenant_id, trial_days=trial_days)
+    current = state.at(now)
+    scheduled = [s for s in state.segments if s.starts_at > now]
+    if any(s.terms.plan is PlanName.enterprise for s in [current, *scheduled]):
+        raise Forbidden(
+            "this tenant is on (or scheduled for) an enterprise contract; enterprise plans "
+            "are changed by the platform operator"
+        )
     if not state.account.payment_method:
         raise PaymentRequired(
             f"{plan.value} is a paid plan and no payment method is on file; add one first with "
@@ -183,5 +197,6 @@ async def import_usage(
             ]
         )
     await _refuse_closed_months(session, cols)
+    await refuse_conflicts(session, cols)
     written = await insert_events(session, cols)
     return ImportResult(received=len(cols), written=written, duplicates=len(cols) - written)

@@ -22,6 +22,18 @@ class Segment:
     # The first segment also owns usage recorded before it began (backfills).
     first: bool = False
     period_id: object = None
+    # Pay-as-you-go only: the spend cap history, (effective_at, cap) oldest first.
+    caps: tuple[tuple[datetime, int | None], ...] | None = None
+
+    def spend_cap_at(self, moment: datetime) -> int | None:
+        """The spend cap in force at ``moment``: history beats today's cap."""
+        if self.caps is None:
+            return self.terms.spend_cap_pence
+        cap = None
+        for effective_at, value in self.caps:
+            if effective_at <= moment:
+                cap = value
+        return cap
 
     def covers(self, moment: datetime) -> bool:
         return (self.first or moment >= self.starts_at) and (
@@ -29,12 +41,20 @@ class Segment:
         )
 
 
-def after_trial(account: BillingAccount) -> PlanName:
-    return PlanName.starter if account.payment_method else PlanName.lapsed
+def after_trial(account: BillingAccount, trial_end: datetime) -> PlanName:
+    """Paid Starter if a payment method was on file when the trial ended."""
+    on_file = account.payment_method and (
+        account.payment_method_at is None or account.payment_method_at <= trial_end
+    )
+    return PlanName.starter if on_file else PlanName.lapsed
 
 
 def build(
-    periods: list[PlanPeriod], *, account: BillingAccount, contracts: dict[object, Contract]
+    periods: list[PlanPeriod],
+    *,
+    account: BillingAccount,
+    contracts: dict[object, Contract],
+    caps: list[tuple[datetime, int | None]] | None = None,
 ) -> list[Segment]:
     periods = sorted(periods, key=lambda p: p.starts_at)
     segments: list[Segment] = []
@@ -46,14 +66,17 @@ def build(
             contract=contracts.get(period.contract_id),
             spend_cap_pence=account.spend_cap_pence,
         )
+        history = tuple(sorted(caps)) if caps is not None and plan is PlanName.payg else None
         trial_end = period.trial_ends_at
         if plan is PlanName.trial and trial_end is not None and (ends is None or trial_end < ends):
             segments.append(
                 Segment(terms, period.starts_at, trial_end, first=i == 0, period_id=period.id)
             )
-            segments.append(Segment(terms_for(after_trial(account)), trial_end, ends))
+            segments.append(Segment(terms_for(after_trial(account, trial_end)), trial_end, ends))
             continue
-        segments.append(Segment(terms, period.starts_at, ends, first=i == 0, period_id=period.id))
+        segments.append(
+            Segment(terms, period.starts_at, ends, first=i == 0, period_id=period.id, caps=history)
+        )
     return segments
 
 

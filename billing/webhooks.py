@@ -42,9 +42,10 @@ def verify(
     parts = [item.split("=", 1) for item in header.split(",") if "=" in item]
     timestamps = [value for name, value in parts if name.strip() == "t"]
     signatures = [value.strip() for name, value in parts if name.strip() == "v1"]
-    if len(timestamps) != 1 or not timestamps[0].strip().isdigit() or not signatures:
+    stamp = timestamps[0].strip() if len(timestamps) == 1 else ""
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 19) or not signatures:
         raise BadRequest("malformed Stripe-Signature header: expected t=TIMESTAMP,v1=SIGNATURE")
-    timestamp = int(timestamps[0])
+    timestamp = int(stamp)
     expected = sign(payload, secret, timestamp).split("v1=", 1)[1]
     if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
         raise BadRequest(
@@ -118,7 +119,8 @@ async def apply_event(session: AsyncSession, *, event: dict[str, Any], now: date
         )
         if account is None:
             return "not a Hangar customer"
-        if method:
+        if method and method != account.payment_method:
             account.payment_method = method
+            account.payment_method_at = now
         return "payment method recorded" if method else "nothing to record"
     return "ignored"

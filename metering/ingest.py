@@ -105,6 +105,8 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
     event_id = raw.get("id")
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= 128:
         raise _Invalid("id", "must be a string of 1 to 128 characters (the idempotency key)")
+    if "\x00" in event_id:
+        raise _Invalid("id", "must not contain NUL characters (\\u0000)")
     meter = raw.get("meter")
     if meter not in METERS:
         raise _Invalid("meter", f"{meter!r} is not a meter; use one of {', '.join(METERS)}")
@@ -123,6 +125,8 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
     attrs = raw.get("attrs")
     if attrs is not None and not isinstance(attrs, dict):
         raise _Invalid("attrs", "must be a JSON object")
+    if attrs is not None and _has_nul(attrs):
+        raise _Invalid("attrs", "must not contain NUL characters (\\u0000) in keys or values")
     cols.tenant_ids.append(tenant_id)  # type: ignore[arg-type]
     cols.event_ids.append(event_id)
     cols.meters.append(meter)
@@ -175,9 +179,82 @@ def parse_events(payload: Any, *, now: datetime, max_events: int) -> EventColumn
             errors.append(event_error(index, event_id, bad.field, bad.problem))
             if len(errors) >= MAX_ERRORS:
                 break
+    if not errors:
+        errors = _conflicts_within(cols)
     if errors:
         raise refuse(errors)
     return cols
+
+
+def _fact(cols: EventColumns, index: int) -> tuple[Any, ...]:
+    """What an event records: a re-send must repeat it exactly to be a duplicate."""
+    return (
+        cols.meters[index],
+        cols.quantities[index],
+        cols.occurred_at[index],
+        cols.node_ids[index],
+    )
+
+
+def _conflict(index: int, event_id: str, earlier: str) -> dict[str, Any]:
+    return event_error(
+        index,
+        event_id,
+        "id",
+        f"{event_id!r} conflicts with what was recorded {earlier}: the same event id with a "
+        "different meter, quantity, occurred_at or node_id. An exact re-send is a harmless "
+        "duplicate; a different event needs a new id",
+    )
+
+
+def _conflicts_within(cols: EventColumns) -> list[dict[str, Any]]:
+    first: dict[tuple[uuid.UUID, str], int] = {}
+    errors = []
+    for index, key in enumerate(zip(cols.tenant_ids, cols.event_ids, strict=True)):
+        seen = first.setdefault(key, index)
+        if seen != index and _fact(cols, seen) != _fact(cols, index):
+            errors.append(_conflict(index, key[1], f"as event {seen} of this batch"))
+            if len(errors) >= MAX_ERRORS:
+                break
+    return errors
+
+
+_STORED = text(
+    """
+    select e.tenant_id, e.event_id, e.meter, e.quantity, e.occurred_at, e.node_id
+    from usage_events e
+    join unnest(cast(:t as uuid[]), cast(:e as text[])) as u(t, e)
+      on e.tenant_id = u.t and e.event_id = u.e
+    """
+)
+
+
+async def refuse_conflicts(session: AsyncSession, cols: EventColumns) -> None:
+    """A re-sent event id must match the stored event exactly, or the batch is refused."""
+    rows = await session.execute(_STORED, {"t": cols.tenant_ids, "e": cols.event_ids})
+    stored = {(t, e): (m, q, o, n) for t, e, m, q, o, n in rows}
+    if not stored:
+        return
+    errors = []
+    for index, key in enumerate(zip(cols.tenant_ids, cols.event_ids, strict=True)):
+        fact = stored.get(key)
+        if fact is not None and fact != _fact(cols, index):
+            errors.append(_conflict(index, key[1], "earlier"))
+            if len(errors) >= MAX_ERRORS:
+                break
+    if errors:
+        raise refuse(errors)
+
+
+def _has_nul(value: Any) -> bool:
+    """Postgres text and jsonb cannot hold U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 _INSERT = text(

@@ -21,6 +21,8 @@ class Period:
         match = _PERIOD.fullmatch(value.strip())
         if not match or not 1 <= int(match.group(2)) <= 12:
             raise BadRequest(f"invalid period {value!r}: use YYYY-MM, for example 2026-04")
+        if not 2000 <= int(match.group(1)) <= 9998:
+            raise BadRequest(f"invalid period {value!r}: the year must be from 2000 to 9998")
         return cls(int(match.group(1)), int(match.group(2)))
 
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -134,3 +136,93 @@ async def _egress_by_version(
         EgressByVersion(model_version_id=vid, model=name, version=number, bytes=int(total))
         for vid, name, number, total in rows
     ]
+
+
+# One row per day per meter, then egress per node and per model version, for finance.
+EXPORT_COLUMNS = [
+    "period",
+    "section",
+    "date",
+    "meter",
+    "quantity",
+    "unit",
+    "events",
+    "node_id",
+    "node",
+    "model_version_id",
+    "model",
+    "version",
+]
+RAW_UNITS = {
+    DEVICE_DAY: "device-days",
+    STORAGE_SAMPLE: "byte-samples (hourly)",
+    EGRESS: "bytes",
+    INFERENCE: "tokens",
+}
+
+
+async def usage_export_rows(
+    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period
+) -> list[dict]:
+    """Raw sums, exactly as recorded (bytes, device-days), so finance can re-derive
+    every billed quantity: GB-months = byte-samples / 10^9 / hours in the month."""
+    start, end = period.start, period.end
+    blank = dict.fromkeys(EXPORT_COLUMNS, "")
+    day = cast(func.timezone("UTC", UsageEvent.occurred_at), Date).label("day")
+    rows = await session.execute(
+        select(day, UsageEvent.meter, func.sum(UsageEvent.quantity), func.count())
+        .where(*_in(tenant_id, start, end))
+        .group_by(day, UsageEvent.meter)
+        .order_by(day, UsageEvent.meter)
+    )
+    out = [
+        {
+            **blank,
+            "period": str(period),
+            "section": "daily",
+            "date": when.isoformat(),
+            "meter": meter,
+            "quantity": int(total),
+            "unit": RAW_UNITS.get(meter, ""),
+            "events": int(count),
+        }
+        for when, meter, total, count in rows
+    ]
+    for node in await _egress_by_node(session, tenant_id, start, end):
+        out.append(
+            {
+                **blank,
+                "period": str(period),
+                "section": "egress_by_node",
+                "meter": EGRESS,
+                "quantity": node.bytes,
+                "unit": "bytes",
+                "node_id": str(node.node_id) if node.node_id else "",
+                "node": node.node or "",
+            }
+        )
+    for version in await _egress_by_version(session, tenant_id, start, end):
+        out.append(
+            {
+                **blank,
+                "period": str(period),
+                "section": "egress_by_model_version",
+                "meter": EGRESS,
+                "quantity": version.bytes,
+                "unit": "bytes",
+                "model_version_id": str(version.model_version_id)
+                if version.model_version_id
+                else "",
+                "model": version.model or "",
+                "version": version.version if version.version is not None else "",
+            }
+        )
+    return out
+
+
+def export_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

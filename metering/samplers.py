@@ -28,6 +28,12 @@ _DEVICE_DAYS = text(
     ) as d
     where n.enrolled_at < d + interval '1 day'
       and (n.revoked_at is null or n.revoked_at > d)
+      -- a finalized invoice is immutable: its month takes no more usage
+      and not exists (
+        select 1 from invoices i
+        where i.tenant_id = n.tenant_id
+          and i.period = cast(date_trunc('month', d at time zone 'UTC') as date)
+      )
     on conflict (tenant_id, event_id) do nothing
     """
 )
@@ -41,6 +47,12 @@ _STORAGE = text(
            'storage_sample', sum(b.size), cast(:hour as timestamptz), '{}'::jsonb, now()
     from blobs b
     where exists (select 1 from model_versions v where v.blob_id = b.id)
+      -- a finalized invoice is immutable: its month takes no more usage
+      and not exists (
+        select 1 from invoices i
+        where i.tenant_id = b.tenant_id
+          and i.period = cast(date_trunc('month', cast(:hour as timestamptz) at time zone 'UTC') as date)
+      )
     group by b.tenant_id
     on conflict (tenant_id, event_id) do nothing
     """

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, post
+from typing import Literal
+
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import Provide
 from litestar.exceptions import SerializationException
 from litestar.serialization import decode_json
@@ -11,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import service
 from billing.schemas import UsageOverview
 from metering.periods import Period
+from metering.reports import export_csv, usage_export_rows
 from metering.schemas import ImportResult
 from services.api.auth import Principal, provide_operator
 from services.components import Components
@@ -43,6 +46,28 @@ class UsageController(Controller):
             period=period_or_current(period),
             now=utcnow(),
             trial_days=hangar.settings.billing.trial_days,
+        )
+
+    @get("/export")
+    async def export(
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        period: str | None = None,
+        format: Literal["csv", "json"] = "csv",
+    ) -> Response:
+        """The period's usage for spreadsheets: one row per day per meter (raw sums:
+        device-days, hourly byte samples, bytes), then egress per node and per model
+        version."""
+        principal.require(Scope.finance)
+        chosen = period_or_current(period)
+        rows = await usage_export_rows(db, tenant_id=principal.tenant_id, period=chosen)
+        if format == "json":
+            return Response(rows, media_type=MediaType.JSON)
+        return Response(
+            export_csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="usage-{chosen}.csv"'},
         )
 
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from services.cli.client import call, out, print_json
-from services.cli.finance import JSON, OPERATOR, gbp, invoices, show_table, to_pence, usage
+from services.cli.client import call, check, client, out, print_json
+from services.cli.finance import (
+    JSON,
+    OPERATOR,
+    PERIOD,
+    gbp,
+    invoices,
+    show_table,
+    to_pence,
+    usage,
+)
 
 billing = typer.Typer(
     help="Your tenant's plan, spend cap and payment method (admin key).", no_args_is_help=True
@@ -21,6 +31,33 @@ def register(app: typer.Typer, tenants: typer.Typer) -> None:
     app.add_typer(billing, name="billing")
     app.add_typer(contracts, name="contracts")
     tenants.command("plan")(tenants_plan)
+
+
+# --- usage export (finance) ------------------------------------------------------------
+
+
+@usage.command("export")
+def usage_export(
+    period: PERIOD = None,
+    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="file (default: stdout)")
+    ] = None,
+) -> None:
+    """The month's usage for spreadsheets: one row per day per meter, then egress per
+    node and per model version (admin or finance key)."""
+    if format not in ("csv", "json"):
+        raise typer.BadParameter("--format is csv or json")
+    params = {"format": format, **({"period": period} if period else {})}
+    with client("HANGAR_TOKEN") as http:
+        resp = http.get("/v1/usage/export", params=params)
+        if not resp.is_success:
+            check(resp)
+    if output:
+        output.write_text(resp.text)
+        out.print(f"wrote {output}")
+    else:
+        print(resp.text, end="")
 
 
 # --- billing (tenant admin) ----------------------------------------------------------

@@ -74,7 +74,8 @@ async def test_each_line_is_rounded_once_half_up(tenants, operator, hangar):
     invoice = await _invoice(t, "2026-04")
     amounts = {line["meter"]: line["amount_pence"] for line in invoice["lines"]}
     # 2.5p -> 3p (half-even would give 2p); the total is the sum of rounded lines, not 6p
-    assert amounts == {"device_day": 0, "storage_sample": 3, "egress": 4}
+    # No device-days were recorded, so there is no devices line.
+    assert amounts == {"storage_sample": 3, "egress": 4}
     assert invoice["total_pence"] == 7
 
 
@@ -155,3 +156,30 @@ async def test_enterprise_contract_rates_fee_included_usage_and_terms(tenants, o
         invoice["finalized_at"]
     )
     assert due.days == 45
+
+
+async def test_no_lines_for_meters_without_usage_or_a_plan_held_for_hours(
+    tenants, operator, hangar
+):
+    t = await tenants.create()
+    await operator.set_plan(t.name, "starter", at("2023-09-01"))
+    # Two changes within one day: Starter from 10:00, pay-as-you-go from 11:00 on the 10th.
+    await operator.set_plan(t.name, "payg", at("2023-09-10", 10))
+    await operator.set_plan(t.name, "starter", at("2023-09-10", 11))
+    await operator.imported([egress(t.id, 200 * GB, at("2023-09-20"))])
+    await _close(hangar, at("2023-10-02", 1))
+    invoice = await _invoice(t, "2023-09")
+    lines = [
+        (line["kind"], line["plan"], line["meter"], line["amount_pence"])
+        for line in invoice["lines"]
+    ]
+    assert lines == [
+        ("proration", "starter", None, 1167),  # 1-10 Sep: 3500 x 10/30 = 1166.67
+        ("proration", "starter", None, 2333),  # 11-30 Sep: 3500 x 20/30 = 2333.33
+        (
+            "usage",
+            "starter",
+            "egress",
+            0,
+        ),  # 200 GB on the 20th (a download past 100 GB is refused live)
+    ]

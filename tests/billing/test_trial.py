@@ -7,7 +7,9 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
+from billing.models import BillingAccount
 from billing.quotas import check_node_limit
 from services.db import utcnow
 from services.errors import PaymentRequired
@@ -86,6 +88,13 @@ async def test_trial_end_with_a_payment_method_becomes_paid_starter(tenants, ope
         "PUT", "/v1/billing/payment-method", json={"payment_method": "pm_card_visa"}
     )
     assert added.status_code == 200, added.text
+    # The card was on file before the trial ended (the trial itself is backdated).
+    async with hangar.sessions() as session, session.begin():
+        await session.execute(
+            update(BillingAccount)
+            .where(BillingAccount.tenant_id == uuid.UUID(t.id))
+            .values(payment_method_at=at("2026-05-01"))
+        )
     report = await run_job(hangar, "trial-expiry", now=at("2026-05-10", 11))
     assert report["to_starter"] >= 1
     assert (await _billing(t))["plan"] == "starter"
@@ -105,3 +114,19 @@ async def test_trial_end_with_a_payment_method_becomes_paid_starter(tenants, ope
         ("proration", 2371),
     ]
     assert may["total"] == "£23.71"  # 3500 x 21/31 = 2370.97
+
+
+async def test_a_card_added_after_the_trial_ended_does_not_make_it_paid_starter(
+    tenants, operator, hangar
+):
+    t = await tenants.create()
+    await operator.set_plan(t.name, "trial", at("2024-04-10", 10))  # ended 10 May 2024
+    added = await t.request(
+        "PUT", "/v1/billing/payment-method", json={"payment_method": "pm_card_visa"}
+    )
+    assert added.status_code == 200, added.text
+    # The trial ended without a card: lapsed (blocked, no Starter fee) until a plan is chosen.
+    assert (await _billing(t))["plan"] == "lapsed"
+    june = (await t.request("GET", "/v1/invoices/preview", params={"period": "2024-06"})).json()
+    assert june["total_pence"] == 0
+    assert all(line["kind"] != "flat_fee" for line in june["lines"])

@@ -107,3 +107,45 @@ async def test_usage_for_an_invoiced_month_is_refused(tenants, operator, hangar)
     assert "June 2025, which is already invoiced for this tenant (HGR-" in late.json()["error"]
     # the month after is open
     assert (await operator.import_events([egress(t.id, GB, at("2025-07-03"))])).status_code == 200
+
+
+async def test_nul_characters_in_event_ids_and_attrs_are_400(tenants, operator):
+    t = await tenants.create()
+    event = {
+        "tenant_id": t.id,
+        "id": "ok-1",
+        "meter": "egress",
+        "quantity": 1,
+        "occurred_at": "2026-01-05T00:00:00Z",
+    }
+    for bad, field in [
+        ({"id": "e\x00vil"}, "id"),
+        ({"attrs": {"note": "a\x00b"}}, "attrs"),
+        ({"attrs": {"k\x00": "v"}}, "attrs"),
+        ({"attrs": {"deep": ["x", {"y": "\x00"}]}}, "attrs"),
+    ]:
+        resp = await operator.import_events([{**event, **bad}])
+        assert resp.status_code == 400, resp.text
+        assert field in resp.text and "NUL" in resp.text
+
+
+async def test_a_conflicting_resend_is_refused_and_an_exact_one_is_a_duplicate(tenants, operator):
+    t = await tenants.create()
+    event = egress(t.id, GB, at("2026-01-05"))
+    assert (await operator.imported([event]))["written"] == 1
+    assert await operator.imported([event]) == {"received": 1, "written": 0, "duplicates": 1}
+    for change in [
+        {"quantity": 2 * GB},
+        {"meter": "inference"},
+        {"occurred_at": "2026-01-06T00:00:00Z"},
+        {"node_id": str(uuid.uuid4())},
+    ]:
+        resp = await operator.import_events([{**event, **change}])
+        assert resp.status_code == 400, (change, resp.text)
+        error = resp.json()["error"]
+        assert event["id"] in error and "conflicts with what was recorded" in error
+    # Within one batch too: the same id twice with different quantities.
+    other = egress(t.id, GB, at("2026-01-07"))
+    resp = await operator.import_events([other, {**other, "quantity": 3}])
+    assert resp.status_code == 400 and other["id"] in resp.json()["error"]
+    assert "conflicts with what was recorded" in resp.json()["error"]

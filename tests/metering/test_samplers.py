@@ -85,3 +85,21 @@ async def test_storage_is_sampled_per_hour_with_distinct_blobs_counted_once(
     stored = one.stat().st_size + two.stat().st_size
     assert usage["totals"]["storage_samples"] == 2
     assert float(usage["daily"][0]["storage_gb"]) == round(stored / 1e9, 6)
+
+
+async def test_samplers_never_add_usage_to_an_invoiced_month(tenants, operator, hangar, tmp_path):
+    t = await tenants.create(plan="payg")
+    await operator.set_plan(t.name, "payg", at("2022-06-01"))
+    assert (await t.push(write_gguf(tmp_path / "m.gguf"), "m")).status_code == 201
+    await run_job(hangar, "period-close", now=at("2022-07-02"))
+    june = (await t.request("GET", "/v1/invoices/", params={"period": "2022-06"})).json()
+    assert len(june) == 1 and june[0]["total_pence"] == 0
+    await add_node(hangar, t.id, enrolled_at=at("2022-06-01"))
+    # The lookback reaches back into June, which is invoiced: only July days are written.
+    await run_job(hangar, "device-count", now=at("2022-07-01", 12))
+    await run_job(hangar, "storage-sample", now=at("2022-06-20", 5))  # a late --at sample
+    await run_job(hangar, "storage-sample", now=at("2022-07-01", 5))
+    assert (await _usage(t, "2022-06"))["totals"]["device_days"] == 0
+    assert (await _usage(t, "2022-06"))["totals"]["storage_samples"] == 0
+    assert (await _usage(t, "2022-07"))["totals"]["device_days"] == 1
+    assert (await _usage(t, "2022-07"))["totals"]["storage_samples"] == 1

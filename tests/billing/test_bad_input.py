@@ -1,0 +1,53 @@
+"""Bad input is a 400 that names what is wrong, never a 500."""
+
+from __future__ import annotations
+
+from services.scheduler import run_job
+from tests.billing.scripts import GB, at, egress
+
+
+async def test_malformed_stripe_signature_timestamps_are_400(http):
+    for stamp in ["²", "1" * 5000, "١٢٣"]:
+        resp = await http.post(
+            "/v1/stripe/webhook",
+            content=b"{}",
+            headers={"Stripe-Signature": f"t={stamp},v1=abc".encode()},
+        )
+        assert resp.status_code == 400, (stamp[:10], resp.status_code)
+        assert "malformed Stripe-Signature" in resp.json()["error"]
+
+
+async def test_periods_outside_2000_to_9998_are_400(tenants):
+    t = await tenants.create()
+    for path in ["/v1/usage/", "/v1/invoices/preview"]:
+        for period in ["0000-01", "1999-12", "9999-12"]:
+            resp = await t.request("GET", path, params={"period": period})
+            assert resp.status_code == 400, (path, period, resp.text)
+            assert "year must be from 2000 to 9998" in resp.json()["error"]
+        assert (await t.request("GET", path, params={"period": "2000-01"})).status_code == 200
+
+
+async def test_nul_characters_in_notes_and_reasons_are_400(tenants, operator, hangar):
+    t = await tenants.create()
+    contract = await operator.request(
+        "PUT",
+        f"/v1/tenants/{t.name}/contract",
+        json={
+            "monthly_fee_pence": 100,
+            "device_month_pence": "1",
+            "storage_gb_month_pence": "1",
+            "egress_gb_pence": "1",
+            "note": "net 30\x00",
+        },
+    )
+    assert contract.status_code == 400 and "note" in contract.text, contract.text
+    await operator.set_plan(t.name, "payg", at("2023-05-01"))
+    await operator.imported([egress(t.id, 10 * GB, at("2023-05-03"))])
+    await run_job(hangar, "period-close", now=at("2023-06-02"))
+    (invoice,) = (await t.request("GET", "/v1/invoices/", params={"period": "2023-05"})).json()
+    note = await operator.request(
+        "POST",
+        f"/v1/operator/invoices/{invoice['number']}/credit-notes",
+        json={"amount_pence": 5, "reason": "outage\x00"},
+    )
+    assert note.status_code == 400 and "reason" in note.text, note.text
