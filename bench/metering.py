@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 
 from bench.common import hangar_api
-from billing.invoicing import close_period
+from billing.period_close import close_period
 from metering.periods import Period
 from services.db import make_engine, make_sessionmaker
 from services.settings import BillingSettings, DatabaseSettings
