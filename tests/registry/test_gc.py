@@ -38,7 +38,9 @@ async def test_gc_removes_only_unreferenced_blobs(tenants, tmp_path, hangar):
 async def test_gc_aborts_stale_upload_sessions(tenants, tmp_path, hangar):
     t = await tenants.create()
     data = write_gguf(tmp_path / "m.gguf", megabytes=6).read_bytes()
-    upload = (await t.request("POST", "/v1/uploads/", json={"model": "m", "size": len(data)})).json()
+    upload = (
+        await t.request("POST", "/v1/uploads/", json={"model": "m", "size": len(data)})
+    ).json()
     await t.request(
         "PATCH",
         f"/v1/uploads/{upload['id']}",
