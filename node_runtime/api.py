@@ -107,9 +107,9 @@ async def list_models(request: Request) -> dict[str, Any]:
     rt = _runtime(request)
     data = []
     for e in rt.syncer.entries.values():
-        data.append(
+        data.extend(
             {
-                "id": e.id,
+                "id": served,
                 "object": "model",
                 "created": int(rt.started),
                 "owned_by": "hangar",
@@ -120,6 +120,7 @@ async def list_models(request: Request) -> dict[str, Any]:
                     "estimated_memory_bytes": e.desired.estimated_memory_bytes,
                 },
             }
+            for served in e.ids
         )
     return {"object": "list", "data": data}
 
@@ -158,7 +159,8 @@ async def _serve(request: Request, path: str, run) -> Response:
         body = validate(path, await _json(request))
         entry = rt.serving.lookup(body["model"])
         runner = await rt.serving.runner_for(entry)
-        first, rest = await runner.stream(lambda m, cancel: run(m, body, entry.id, cancel))
+        served = body["model"] if body["model"] in entry.ids else entry.id
+        first, rest = await runner.stream(lambda m, cancel: run(m, body, served, cancel))
     except NodeError as exc:
         if exc.status == 503 and not forwarded_already and entry is not None:
             fwd = await rt.forwarder.forward(

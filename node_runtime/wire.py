@@ -119,6 +119,9 @@ class ReportBatchReply(BaseModel):
 class DesiredModel(BaseModel):
     name: str
     ref: str = Field(description="the tag or digest the deployment names")
+    # Other tags/digests of the same model deployed here that resolve to this version:
+    # the node serves it under every one of them.
+    aliases: list[str] = Field(default_factory=list)
     digest: str
     size: int
     version: int

@@ -166,7 +166,7 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
         )
     )
     models = await _models(session, {d.model_id for d in deployments})
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], DesiredModel] = {}
     out: list[DesiredModel] = []
     for d in deployments:
         model = models[d.model_id]
@@ -174,21 +174,20 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
             version = registry.resolve_in(model, d.ref)
         except NotFound:
             continue
-        if (model.name, version.digest) in seen:
+        if (same := seen.get((model.name, version.digest))) is not None:
+            # Two refs (e.g. :prod and :latest) on one version: one file, served under both.
+            if d.ref != same.ref and d.ref not in same.aliases:
+                same.aliases.append(d.ref)
             continue
-        seen.add((model.name, version.digest))
-        out.append(
-            DesiredModel(
-                name=model.name,
-                ref=d.ref,
-                digest=version.digest,
-                size=version.size,
-                version=version.number,
-                download_path=f"/v1/models/{model.name}/versions/{version.digest}/blob",
-                estimated_memory_bytes=int(
-                    version.gguf.get("estimated_memory_bytes") or version.size
-                ),
-                gguf=version.gguf,
-            )
+        seen[(model.name, version.digest)] = desired = DesiredModel(
+            name=model.name,
+            ref=d.ref,
+            digest=version.digest,
+            size=version.size,
+            version=version.number,
+            download_path=f"/v1/models/{model.name}/versions/{version.digest}/blob",
+            estimated_memory_bytes=int(version.gguf.get("estimated_memory_bytes") or version.size),
+            gguf=version.gguf,
         )
+        out.append(desired)
     return DesiredState(revision=revision or 0, models=out)

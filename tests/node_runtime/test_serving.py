@@ -175,3 +175,35 @@ async def test_bad_input_is_a_400_naming_the_field_never_a_500(nodes, smollm2_te
         return (await node.shown())["counters"]["errors"] >= len(cases)
 
     await wait_for("bad requests counted as errors", errors_counted)
+
+
+async def test_two_tags_on_one_version_are_both_served(nodes, smollm2_tenant):
+    t, version = smollm2_tenant
+    tagged = await t.request(
+        "PUT", "/v1/models/smollm2/tags/latest", json={"version": version["number"]}
+    )
+    assert tagged.status_code == 200, tagged.text
+    node = await nodes(t)
+    await node.start()
+    for ref in ("smollm2:prod", "smollm2:latest"):
+        deployed = await t.request(
+            "POST", "/v1/deployments/", json={"model": ref, "node_id": node.id}
+        )
+        assert deployed.status_code == 201, deployed.text
+    await node.wait_loaded(version["digest"])
+    client = AsyncOpenAI(base_url=f"{node.url}/v1", api_key="unused", max_retries=0)
+
+    async def both_listed():
+        return {m.id for m in (await client.models.list()).data} == {
+            "smollm2:prod",
+            "smollm2:latest",
+        }
+
+    await wait_for("both tags listed", both_listed)
+    for ref in ("smollm2:prod", "smollm2:latest"):
+        chat = await client.chat.completions.create(
+            model=ref, messages=[{"role": "user", "content": "Hi."}], max_tokens=2
+        )
+        assert chat.model == ref and chat.choices[0].message.content is not None
+    # One file on disk for the one version.
+    assert node.blobs() == {f"sha256-{version['digest'][7:]}"}
