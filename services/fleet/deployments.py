@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from node_runtime.wire import DesiredModel, DesiredState
@@ -191,3 +191,37 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
         )
         out.append(desired)
     return DesiredState(revision=revision or 0, models=out)
+
+
+async def may_download(
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, name: str, ref: str
+) -> bool:
+    """Whether a node may fetch NAME at REF: only what its desired state names (by
+    digest, or by a tag deployed to it), so one node credential cannot pull every
+    model of the tenant."""
+    node = await session.scalar(select(Node).where(Node.id == node_id, Node.tenant_id == tenant_id))
+    if node is None:
+        return False
+    desired = await desired_state(session, node=node)
+    return any(
+        m.name == name and ref in (m.digest, str(m.version), m.ref, *m.aliases)
+        for m in desired.models
+    )
+
+
+async def check_node_download(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    name: str,
+    ref: str,
+) -> None:
+    """404, saying nothing about whether the model exists, unless the node may fetch it.
+    Uses its own short session: the download that follows may stream for minutes."""
+    async with sessions() as session:
+        allowed = await may_download(
+            session, tenant_id=tenant_id, node_id=node_id, name=name, ref=ref
+        )
+    if not allowed:
+        raise NotFound(f"model {name!r} at {ref!r} is not assigned to this node")

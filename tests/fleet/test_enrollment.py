@@ -94,20 +94,38 @@ async def test_a_node_credential_cannot_do_admin_things(tenants, tmp_path):
 
     t = await tenants.create()
     await t.push(write_gguf(tmp_path / "m.gguf"), "m")
+    secret = (await t.push(write_gguf(tmp_path / "s.gguf", seed=1), "secret")).json()["version"]
     node = await enroll_node(t)
     for method, path in [
         ("GET", "/v1/models/"),
         ("GET", "/v1/nodes/"),
         ("POST", "/v1/keys/"),
         ("GET", "/v1/enrollment-tokens/"),
-        ("POST", "/v1/deployments/"),
         ("DELETE", "/v1/models/m/versions/1"),
     ]:
         resp = await node.request(method, path, json={} if method == "POST" else None)
         assert resp.status_code in (400, 403), (path, resp.status_code)
         if resp.status_code == 403:
             assert "node credential may only" in resp.json()["error"]
+    # A valid body: the refusal is the scope, not validation.
+    deploy = {"model": "m:latest", "node_id": node.id}
+    resp = await node.request("POST", "/v1/deployments/", json=deploy)
+    assert resp.status_code == 403, resp.text
+    assert "node credential may only" in resp.json()["error"]
+
+    # A node fetches only what is assigned to it; the rest is a 404 like a missing model.
+    for method in ("GET", "HEAD"):
+        assert (await node.request(method, "/v1/models/m/versions/1/blob")).status_code == 404
+        path = f"/v1/models/secret/versions/{secret['digest']}/blob"
+        assert (await node.request(method, path)).status_code == 404
+        assert (await node.request(method, "/v1/models/nope/versions/1/blob")).status_code == 404
+    assert (await t.request("POST", "/v1/deployments/", json=deploy)).status_code == 201
     assert (await node.request("GET", "/v1/models/m/versions/1/blob")).status_code == 200
+    assert (await node.request("HEAD", "/v1/models/m/versions/latest/blob")).status_code == 200
+    path = f"/v1/models/secret/versions/{secret['digest']}/blob"
+    assert (await node.request("GET", path)).status_code == 404
+    # An API key with read scope still downloads anything in its tenant.
+    assert (await t.request("GET", path)).status_code == 200
     # API keys are not nodes.
     assert (
         await t.request(
