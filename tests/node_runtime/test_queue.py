@@ -27,10 +27,10 @@ CHAT = {"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
 
 @asynccontextmanager
 async def in_process_node(
-    tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, **settings
+    tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, tenant=None, **settings
 ):
     """The node runtime in this process with the real control plane, registry and cache."""
-    t = await tenants.create()
+    t = tenant or await tenants.create()
     digests = []
     for i, name in enumerate(models):
         digests.append(
@@ -157,6 +157,38 @@ async def test_idle_models_unload_and_the_loaded_limit_holds(tenants, base_url, 
             "the idle model unloaded after its keep-alive",
             lambda: _async(not runtime.serving.runners),
         )
+
+
+async def test_unassigning_a_busy_model_lets_its_running_and_queued_requests_finish(
+    tenants, base_url, tmp_path
+):
+    engine = FakeEngine()
+    t = await tenants.create()
+    async with in_process_node(
+        tenants, base_url, tmp_path, ["tiny"], engine, tenant=t, queue_size=1
+    ) as (runtime, http, (digest,)):
+        await wait_for("the model loaded", lambda: _async(runtime.serving.loaded(digest)))
+        running = asyncio.create_task(http.post("/chat/completions", json=CHAT))
+        await wait_for("one request running", lambda: _async(engine.running == 1))
+        queued = asyncio.create_task(http.post("/chat/completions", json=CHAT))
+        runner = runtime.serving.runners[digest]
+        await wait_for("one request queued", lambda: _async(runner.admitted == 2))
+
+        (deployment,) = (await t.request("GET", "/v1/deployments/")).json()
+        assert (await t.request("DELETE", f"/v1/deployments/{deployment['id']}")).status_code in (
+            200,
+            204,
+        )
+        await wait_for("the runner draining", lambda: _async(runner.draining))
+        refused = await http.post("/chat/completions", json=CHAT)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["error"]["code"] == "model_not_found"
+
+        engine.release.set()
+        for done in await asyncio.gather(running, queued):
+            assert done.status_code == 200, done.text
+            assert done.json()["choices"][0]["message"]["content"] == "ok"
+        await wait_for("the model closed", lambda: _async(runner.model is None))
 
 
 async def _async(value):
