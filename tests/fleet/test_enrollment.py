@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from services.fleet.models import EnrollmentToken
-from tests.factories import FACTS, enroll_node, enroll_token
+from tests.factories import FACTS, enroll_node, enroll_token, write_gguf
 
 
 async def test_enroll_gives_a_credential_shown_once_and_labels_from_the_token(tenants):
@@ -182,3 +182,64 @@ async def test_served_tokens_from_heartbeats_show_in_usage_but_are_not_billed(te
     preview = (await t.request("GET", "/v1/invoices/preview")).json()
     meters = {line["meter"] for line in preview["lines"]}
     assert "inference" not in meters and "device_day" in meters
+
+
+async def test_nul_characters_and_huge_counters_are_400s_naming_the_field(tenants):
+    t = await tenants.create()
+    resp = await t.request("POST", "/v1/enrollment-tokens/", json={"name": "a\x00b"})
+    assert resp.status_code == 400 and "name" in resp.text, resp.text
+    token = await enroll_token(t)
+    for field in ("hostname", "os", "arch", "runtime_version"):
+        resp = await t.http.post(
+            "/v1/fleet/enroll", json={"token": token, "facts": FACTS | {field: "x\x00y"}}
+        )
+        assert resp.status_code == 400 and field in resp.text, (field, resp.text)
+    node = await enroll_node(t, token=token)
+    status = {"name": "m\x00", "ref": "latest", "digest": "sha256:" + "0" * 64, "state": "ready"}
+    resp = await node.heartbeat(models=[status])
+    assert resp.status_code == 400 and "name" in resp.text, resp.text
+    resp = await node.heartbeat(counters={"requests": 2**63})
+    assert resp.status_code == 400 and "requests" in resp.text, resp.text
+    assert (await node.heartbeat(counters={"requests": 2**63 - 1})).status_code == 200
+    for digest in ("sha256:\x00", "nope", "sha256:" + "A" * 64):
+        resp = await node.request("GET", "/v1/fleet/peers", params={"digest": digest})
+        assert resp.status_code == 400 and "digest" in resp.text, (digest, resp.text)
+    ok = await node.request("GET", "/v1/fleet/peers", params={"digest": "sha256:" + "0" * 64})
+    assert ok.status_code == 200, ok.text
+
+
+async def test_fleet_writes_cannot_reach_another_tenant(tenants, tmp_path):
+    owner, other = await tenants.create(), await tenants.create()
+    await owner.push(write_gguf(tmp_path / "m.gguf"), "m")
+    await other.push(write_gguf(tmp_path / "o.gguf", seed=1), "m")
+    node = await enroll_node(owner)
+    deployed = await owner.request(
+        "POST", "/v1/deployments/", json={"model": "m:latest", "node_id": node.id}
+    )
+    assert deployed.status_code == 201, deployed.text
+    token_id = (await owner.request("GET", "/v1/enrollment-tokens/")).json()[0]["id"]
+
+    gone = await other.request("DELETE", f"/v1/deployments/{deployed.json()['id']}")
+    assert gone.status_code == 404, gone.text
+    gone = await other.request("DELETE", f"/v1/enrollment-tokens/{token_id}")
+    assert gone.status_code == 404, gone.text
+    # Deploying to another tenant's node looks exactly like deploying to no node at all.
+    theirs = await other.request(
+        "POST", "/v1/deployments/", json={"model": "m:latest", "node_id": node.id}
+    )
+    missing = await other.request(
+        "POST",
+        "/v1/deployments/",
+        json={"model": "m:latest", "node_id": "00000000-0000-0000-0000-000000000000"},
+    )
+    assert theirs.status_code in (400, 404), theirs.text
+    assert (theirs.status_code, theirs.json()["error"].replace(node.id, "X")) == (
+        missing.status_code,
+        missing.json()["error"].replace("00000000-0000-0000-0000-000000000000", "X"),
+    )
+    assert [d["id"] for d in (await owner.request("GET", "/v1/deployments/")).json()] == [
+        deployed.json()["id"]
+    ]
+    listed = (await owner.request("GET", "/v1/enrollment-tokens/")).json()
+    assert [(x["id"], x["state"]) for x in listed] == [(token_id, "active")]
+    assert (await other.request("GET", "/v1/deployments/")).json() == []
