@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field
 
@@ -27,6 +28,20 @@ def _no_nul(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def is_http_url(value: str) -> bool:
+    parsed = urlsplit(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
+def _http_url(value: str) -> str:
+    if not is_http_url(value):
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_no_nul), AfterValidator(_http_url)]
 # Counters and sizes are stored as bigint.
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
@@ -43,7 +58,8 @@ class NodeFacts(BaseModel):
     gpu: Text | None = None
     runtime_version: Text = ""
     # Where peers of the same tenant reach this node's OpenAI-compatible API.
-    api_url: Text | None = None
+    # Recorded at enrollment; heartbeats do not change it.
+    api_url: HttpUrl | None = Field(default=None, max_length=2048)
 
 
 class EnrollRequest(BaseModel):

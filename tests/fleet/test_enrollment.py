@@ -243,3 +243,20 @@ async def test_fleet_writes_cannot_reach_another_tenant(tenants, tmp_path):
     listed = (await owner.request("GET", "/v1/enrollment-tokens/")).json()
     assert [(x["id"], x["state"]) for x in listed] == [(token_id, "active")]
     assert (await other.request("GET", "/v1/deployments/")).json() == []
+
+
+async def test_api_url_must_be_http_and_is_fixed_at_enrollment(tenants):
+    t = await tenants.create()
+    token = await enroll_token(t)
+    for bad in ("file:///etc/passwd", "ftp://peer/", "javascript:alert(1)", "http://"):
+        resp = await t.http.post(
+            "/v1/fleet/enroll", json={"token": token, "facts": FACTS | {"api_url": bad}}
+        )
+        assert resp.status_code == 400 and "api_url" in resp.text, (bad, resp.text)
+    node = await enroll_node(t, token=token, api_url="http://10.0.0.5:8000")
+    beat = await node.heartbeat(facts=FACTS | {"api_url": "https://attacker.example"})
+    assert beat.status_code == 200, beat.text
+    assert (await node.heartbeat(facts=FACTS | {"api_url": "gopher://x"})).status_code == 400
+    shown = (await t.request("GET", f"/v1/nodes/{node.id}")).json()
+    assert shown["facts"]["api_url"] == "http://10.0.0.5:8000"
+    assert shown["facts"]["hostname"] == FACTS["hostname"]
