@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Stream
 
+from node_runtime.bodies import validate
 from node_runtime.errors import BadRequest, NodeError, Unauthorized
 from node_runtime.forward import FORWARDED
 
@@ -27,14 +28,27 @@ log = logging.getLogger("hangar.node.api")
 
 
 def _error(
-    status: int, message: str, *, type_: str, code: str, headers: dict | None = None
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str,
+    headers: dict | None = None,
+    param: str | None = None,
 ) -> Response:
-    body = {"error": {"message": message, "type": type_, "code": code, "param": None}}
+    body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
     return Response(body, status_code=status, headers=headers or {}, media_type=MediaType.JSON)
 
 
 def node_error(_: Request, exc: NodeError) -> Response:
-    return _error(exc.status, exc.message, type_=exc.type, code=exc.code, headers=exc.headers)
+    return _error(
+        exc.status,
+        exc.message,
+        type_=exc.type,
+        code=exc.code,
+        headers=exc.headers,
+        param=exc.param,
+    )
 
 
 def http_error(_: Request, exc: HTTPException) -> Response:
@@ -93,9 +107,9 @@ async def list_models(request: Request) -> dict[str, Any]:
     rt = _runtime(request)
     data = []
     for e in rt.syncer.entries.values():
-        data.append(
+        data.extend(
             {
-                "id": e.id,
+                "id": served,
                 "object": "model",
                 "created": int(rt.started),
                 "owned_by": "hangar",
@@ -106,6 +120,7 @@ async def list_models(request: Request) -> dict[str, Any]:
                     "estimated_memory_bytes": e.desired.estimated_memory_bytes,
                 },
             }
+            for served in e.ids
         )
     return {"object": "list", "data": data}
 
@@ -137,15 +152,17 @@ async def embeddings(request: Request) -> Response:
 
 async def _serve(request: Request, path: str, run) -> Response:
     rt = _runtime(request)
-    body = await _json(request)
     rt.counters.requests += 1
     forwarded_already = FORWARDED in request.headers
+    entry = None
     try:
+        body = validate(path, await _json(request))
         entry = rt.serving.lookup(body["model"])
         runner = await rt.serving.runner_for(entry)
-        first, rest = await runner.stream(lambda m, cancel: run(m, body, entry.id, cancel))
+        served = body["model"] if body["model"] in entry.ids else entry.id
+        first, rest = await runner.stream(lambda m, cancel: run(m, body, served, cancel))
     except NodeError as exc:
-        if exc.status == 503 and not forwarded_already:
+        if exc.status == 503 and not forwarded_already and entry is not None:
             fwd = await rt.forwarder.forward(
                 path, body, name=entry.desired.name, digest=entry.desired.digest
             )

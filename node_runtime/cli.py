@@ -37,7 +37,9 @@ def enroll(
     from node_runtime.settings import NodeSettings
     from node_runtime.wire import EnrollRequest
 
-    settings = NodeSettings(data_dir=data_dir, port=port, advertise_url=advertise_url)
+    # Only an explicit --advertise-url overrides HANGAR_NODE_ADVERTISE_URL.
+    given = {"advertise_url": advertise_url} if advertise_url else {}
+    settings = NodeSettings(data_dir=data_dir, port=port, **given)
     from node_runtime.runtime import advertise_url as url_of
 
     node_facts = facts.gather(
@@ -59,6 +61,7 @@ def enroll(
             tenant_id=got.tenant_id,
             name=got.name,
             credential=got.credential,
+            advertise_url=settings.advertise_url,
         ),
     )
     out.print(f"enrolled as node [bold]{got.node_id}[/] ({got.name}); credential stored in {path}")
@@ -86,10 +89,14 @@ def run(
         settings.port = port
     if host is not None:
         settings.host = host
-    runtime = NodeRuntime(settings, identity.load(data_dir))
+    me = identity.load(data_dir)
+    if not settings.advertise_url:  # what enrollment recorded, unless overridden
+        settings.advertise_url = me.advertise_url
+    runtime = NodeRuntime(settings, me)
     out.print(
         f"node {runtime.identity.name} serving on http://{settings.host}:{settings.port}/v1 "
-        f"(control plane {runtime.identity.server}, air-gapped: {settings.air_gapped})"
+        f"(control plane {runtime.identity.server}, air-gapped: {settings.air_gapped}, "
+        f"peers reach it at {runtime.facts.api_url})"
     )
     uvicorn.run(
         create_node_app(runtime),

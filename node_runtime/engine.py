@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from node_runtime.errors import BadRequest
+from node_runtime.errors import BadRequest, ContextLengthExceeded
 
 Chunk = dict[str, Any]
 
@@ -55,11 +55,40 @@ def sampling(body: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def _overflow(exc: ValueError, n_ctx: int, param: str = "messages") -> Exception:
+    """llama.cpp says a prompt is too long with a ValueError; the client gets a 400."""
+    text = str(exc)
+    if "exceed context window" in text or "exceed batch size" in text:
+        return ContextLengthExceeded(
+            f"this model's context window is {n_ctx} tokens and the request does not fit "
+            f"({text}); shorten the messages or the prompt",
+            param=param,
+        )
+    return exc
+
+
+def _overflow_checked(chunks: Iterator[Chunk], n_ctx: int, param: str) -> Iterator[Chunk]:
+    try:
+        yield from chunks
+    except ValueError as exc:
+        raise _overflow(exc, n_ctx, param) from exc
+
+
+def _pooled(vector: list) -> list[float]:
+    """One vector of floats: the mean over tokens if llama.cpp handed back one per token."""
+    if vector and isinstance(vector[0], list):
+        n = len(vector)
+        return [float(sum(col)) / n for col in zip(*vector, strict=True)]
+    return [float(x) for x in vector]
+
+
 class LlamaModel:
     def __init__(self, path: Path, *, n_ctx: int, n_threads: int | None):
-        from llama_cpp import Llama  # the heavy import only where a model is loaded
+        import llama_cpp  # the heavy import only where a model is loaded
+        from llama_cpp import Llama
 
         self._llama_cls = Llama
+        self._mean_pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN
         self.path, self.n_ctx, self.n_threads = path, n_ctx, n_threads
         self.llm = Llama(str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
         self._embedder = None
@@ -76,7 +105,10 @@ class LlamaModel:
                 cancel=cancel,
                 delta=True,
             )
-        out = self.llm.create_chat_completion(messages=messages, **args)
+        try:
+            out = self.llm.create_chat_completion(messages=messages, **args)
+        except ValueError as exc:
+            raise _overflow(exc, self.n_ctx) from exc
         return {**out, "model": model}
 
     def complete(self, body, *, model, cancel):
@@ -93,7 +125,11 @@ class LlamaModel:
                 cancel=cancel,
                 delta=False,
             )
-        return {**self.llm.create_completion(prompt, **args), "model": model}
+        try:
+            out = self.llm.create_completion(prompt, **args)
+        except ValueError as exc:
+            raise _overflow(exc, self.n_ctx, "prompt") from exc
+        return {**out, "model": model}
 
     def _stream(
         self, chunks: Iterator[Chunk], *, model: str, cancel: threading.Event, delta: bool
@@ -103,7 +139,8 @@ class LlamaModel:
         the first chunk arrives; completion tokens: the generated text re-tokenized."""
         prompt_tokens, text = None, []
         try:
-            for chunk in chunks:
+            param = "messages" if delta else "prompt"
+            for chunk in _overflow_checked(chunks, self.n_ctx, param):
                 if prompt_tokens is None:
                     prompt_tokens = self.llm.n_tokens
                 choice = chunk["choices"][0]
@@ -141,11 +178,18 @@ class LlamaModel:
                     n_ctx=self.n_ctx,
                     n_threads=self.n_threads,
                     embedding=True,
+                    # One vector per input, as OpenAI returns: mean-pool the tokens.
+                    pooling_type=self._mean_pooling,
                     verbose=False,
                 )
             except Exception as exc:  # llama.cpp refuses: the model does not allow it
                 raise BadRequest(f"model {model} does not support embeddings: {exc}") from exc
-        out = self._embedder.create_embedding(data)
+        try:
+            out = self._embedder.create_embedding(data)
+        except ValueError as exc:
+            raise _overflow(exc, self.n_ctx, "input") from exc
+        for item in out["data"]:
+            item["embedding"] = _pooled(item["embedding"])
         return {**out, "model": model}
 
     def close(self) -> None:

@@ -10,10 +10,11 @@ class NodeError(Exception):
     type = "invalid_request_error"
     code = "bad_request"
 
-    def __init__(self, message: str, *, retry_after: float | None = None):
+    def __init__(self, message: str, *, retry_after: float | None = None, param: str | None = None):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.param = param
 
     @property
     def headers(self) -> dict[str, str]:
@@ -22,6 +23,12 @@ class NodeError(Exception):
 
 class BadRequest(NodeError):
     status, code = 400, "bad_request"
+
+
+class ContextLengthExceeded(NodeError):
+    """The prompt (plus what is asked to be generated) does not fit the context window."""
+
+    status, code = 400, "context_length_exceeded"
 
 
 class Unauthorized(NodeError):

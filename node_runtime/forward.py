@@ -15,7 +15,7 @@ import httpx
 from node_runtime.control import ControlPlane
 from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
 from node_runtime.settings import NodeSettings
-from node_runtime.wire import Peer
+from node_runtime.wire import Peer, is_http_url
 
 log = logging.getLogger("hangar.node.forward")
 
@@ -54,7 +54,11 @@ class Forwarder:
     async def _targets(self, digest: str) -> list[tuple[str, str]]:
         peers = await self.peers_for(digest)
         random.shuffle(peers)  # spread load over the peers that hold the model
-        out = [(p.api_url.rstrip("/") + "/v1", f"peer {p.name}") for p in peers]
+        out = [
+            (p.api_url.rstrip("/") + "/v1", f"peer {p.name}")
+            for p in peers
+            if is_http_url(p.api_url)
+        ]
         if not self.settings.air_gapped and self.settings.upstream_url:
             out.append((self.settings.upstream_url.rstrip("/"), "upstream"))
         return out
@@ -64,8 +68,11 @@ class Forwarder:
     ) -> Forwarded | None:
         for base, label in await self._targets(digest):
             headers = {FORWARDED: self.node_id}
-            key = self.settings.upstream_api_key if label == "upstream" else self.settings.api_key
-            if key.get_secret_value():
+            # Only the upstream gets a key (its own). This node's HANGAR_NODE_API_KEY never
+            # leaves it: a peer's address comes from the control plane and is not a secret
+            # holder we can verify.
+            key = self.settings.upstream_api_key
+            if label == "upstream" and key.get_secret_value():
                 headers["Authorization"] = f"Bearer {key.get_secret_value()}"
             # A peer is asked for exactly this version; an upstream gets the client's own name.
             payload = body if label == "upstream" else body | {"model": f"{name}@{digest}"}
@@ -75,7 +82,7 @@ class Forwarder:
             except httpx.HTTPError as exc:
                 log.warning("forwarding to %s failed: %s", label, exc)
                 continue
-            if resp.status_code >= 500 or resp.status_code in (404, 429):
+            if resp.status_code >= 500 or resp.status_code in (401, 403, 404, 429):
                 await resp.aclose()
                 continue
             keep = {

@@ -16,6 +16,8 @@ class Identity(BaseModel):
     tenant_id: uuid.UUID
     name: str
     credential: str
+    # `hangar node enroll --advertise-url`: kept so that `hangar node run` uses it too.
+    advertise_url: str | None = None
 
 
 def path(data_dir: Path) -> Path:

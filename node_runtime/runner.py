@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from node_runtime.engine import Engine, LoadedModel
-from node_runtime.errors import Unavailable
+from node_runtime.errors import ModelNotFound, Unavailable
 
 _DONE = object()
 
@@ -34,6 +34,11 @@ class ModelRunner:
         self.lock = asyncio.Lock()
         self.admitted = 0  # running + waiting
         self.last_used = time.monotonic()
+        # Set when the model is unassigned or unloaded: no new requests, and the model
+        # is closed once the requests already running or queued have finished.
+        self.draining = False
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     @property
     def busy(self) -> bool:
@@ -56,6 +61,10 @@ class ModelRunner:
             raise
 
     def _admit(self) -> None:
+        if self.draining:
+            raise ModelNotFound(
+                f"model {self.name} is being removed from this node; see GET /v1/models"
+            )
         if not self.ready:
             raise Unavailable(f"model {self.name} is still loading; retry shortly", retry_after=2)
         if self.admitted >= 1 + self.queue_size:
@@ -65,11 +74,14 @@ class ModelRunner:
                 retry_after=2,
             )
         self.admitted += 1
+        self.idle.clear()
         self.last_used = time.monotonic()
 
     def _release(self) -> None:
         self.admitted -= 1
         self.last_used = time.monotonic()
+        if self.admitted == 0:
+            self.idle.set()
 
     async def stream(
         self, fn: Callable[[LoadedModel, threading.Event], Any]
@@ -139,6 +151,10 @@ class ModelRunner:
         return first, rest()
 
     async def close(self) -> None:
+        """Refuse new requests, let the admitted ones (running and queued) finish, then
+        free the model."""
+        self.draining = True
+        await self.idle.wait()
         loop = asyncio.get_running_loop()
         if self.loading is not None:
             await asyncio.gather(self.loading, return_exceptions=True)

@@ -30,7 +30,7 @@ class Serving:
         """``NAME:TAG``, ``NAME@sha256:…`` or a bare ``NAME`` (its ready version first)."""
         entries = list(self.syncer.entries.values())
         exact = [
-            e for e in entries if e.id == model or f"{e.desired.name}@{e.desired.digest}" == model
+            e for e in entries if model in e.ids or f"{e.desired.name}@{e.desired.digest}" == model
         ]
         by_name = sorted(
             (e for e in entries if e.desired.name == model),
@@ -38,7 +38,7 @@ class Serving:
         )
         found = (exact or by_name or [None])[0]
         if found is None:
-            ids = ", ".join(sorted(e.id for e in entries)) or "none yet"
+            ids = ", ".join(sorted(i for e in entries for i in e.ids)) or "none yet"
             raise ModelNotFound(
                 f"model {model!r} is not assigned to this node; models here: {ids}. "
                 "Assign it with `hangar deploy NAME:TAG --node ID`"

@@ -17,13 +17,22 @@ from node_runtime.wire import DesiredModel, DesiredState, ModelStatus, SyncState
 log = logging.getLogger("hangar.node.sync")
 
 
+def _ref_id(name: str, ref: str) -> str:
+    return f"{name}@{ref}" if ref.startswith("sha256:") else f"{name}:{ref}"
+
+
 def served_id(model: DesiredModel) -> str:
     """How clients name it: NAME:TAG for tag deployments, NAME@sha256:… for pinned ones."""
-    return (
-        f"{model.name}@{model.ref}"
-        if model.ref.startswith("sha256:")
-        else f"{model.name}:{model.ref}"
-    )
+    return _ref_id(model.name, model.ref)
+
+
+def served_ids(model: DesiredModel) -> list[str]:
+    """Every name it answers to: its ref and the aliases resolving to the same version."""
+    ids = [served_id(model)]
+    for ref in model.aliases:
+        if (i := _ref_id(model.name, ref)) not in ids:
+            ids.append(i)
+    return ids
 
 
 @dataclass
@@ -40,6 +49,10 @@ class Entry:
     @property
     def id(self) -> str:
         return served_id(self.desired)
+
+    @property
+    def ids(self) -> list[str]:
+        return served_ids(self.desired)
 
 
 class Syncer:

@@ -9,32 +9,62 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 NODE_CREDENTIAL_PREFIX = "hgn_"
 ENROLLMENT_TOKEN_PREFIX = "hgt_"
+
+INT64_MAX = 2**63 - 1
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text and jsonb cannot hold U+0000: refuse it here as a 400, not a 500.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\x00) characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def is_http_url(value: str) -> bool:
+    parsed = urlsplit(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
+def _http_url(value: str) -> str:
+    if not is_http_url(value):
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_no_nul), AfterValidator(_http_url)]
+# Counters and sizes are stored as bigint.
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 
 class NodeFacts(BaseModel):
     """What a machine is; sent at enrollment and refreshed by every heartbeat."""
 
-    hostname: str = Field(max_length=255)
-    os: str = ""
-    arch: str = ""
-    cpu_cores: int = 0
-    memory_bytes: int = Field(default=0, description="total RAM, the figure the fit check uses")
-    disk_free_bytes: int = 0
-    gpu: str | None = None
-    runtime_version: str = ""
+    hostname: Text = Field(max_length=255)
+    os: Text = ""
+    arch: Text = ""
+    cpu_cores: Count = 0
+    memory_bytes: Count = Field(default=0, description="total RAM, the figure the fit check uses")
+    disk_free_bytes: Count = 0
+    gpu: Text | None = None
+    runtime_version: Text = ""
     # Where peers of the same tenant reach this node's OpenAI-compatible API.
-    api_url: str | None = None
+    # Recorded at enrollment; heartbeats do not change it.
+    api_url: HttpUrl | None = Field(default=None, max_length=2048)
 
 
 class EnrollRequest(BaseModel):
-    token: str = Field(description="an enrollment token from `hangar enroll-tokens create`")
-    name: str | None = Field(default=None, max_length=255, description="defaults to the hostname")
+    token: Text = Field(description="an enrollment token from `hangar enroll-tokens create`")
+    name: Text | None = Field(default=None, max_length=255, description="defaults to the hostname")
     facts: NodeFacts
 
 
@@ -57,32 +87,32 @@ class SyncState(StrEnum):
 
 
 class ModelStatus(BaseModel):
-    name: str
-    ref: str
-    digest: str
+    name: Text
+    ref: Text
+    digest: Text
     state: SyncState
-    bytes_done: int = 0
-    bytes_total: int = 0
-    reason: str | None = None
+    bytes_done: Count = 0
+    bytes_total: Count = 0
+    reason: Text | None = None
     loaded: bool = False
 
 
 class Counters(BaseModel):
     """Serving counters since the node runtime started (monotonic within one run)."""
 
-    requests: int = 0
-    completed: int = 0
-    errors: int = 0
-    rejected: int = 0
-    forwarded: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    requests: Count = 0
+    completed: Count = 0
+    errors: Count = 0
+    rejected: Count = 0
+    forwarded: Count = 0
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
 
 
 class Resources(BaseModel):
-    memory_available_bytes: int = 0
-    disk_free_bytes: int = 0
-    loaded_models: int = 0
+    memory_available_bytes: Count = 0
+    disk_free_bytes: Count = 0
+    loaded_models: Count = 0
 
 
 class Heartbeat(BaseModel):
@@ -93,7 +123,7 @@ class Heartbeat(BaseModel):
     models: list[ModelStatus] = Field(default_factory=list)
     counters: Counters = Field(default_factory=Counters)
     # The desired-state revision this node has applied.
-    applied_revision: int = 0
+    applied_revision: Count = 0
     # Reports written to disk while the control plane was unreachable.
     queued: bool = False
 
@@ -119,6 +149,9 @@ class ReportBatchReply(BaseModel):
 class DesiredModel(BaseModel):
     name: str
     ref: str = Field(description="the tag or digest the deployment names")
+    # Other tags/digests of the same model deployed here that resolve to this version:
+    # the node serves it under every one of them.
+    aliases: list[str] = Field(default_factory=list)
     digest: str
     size: int
     version: int

@@ -3,6 +3,7 @@ routes the node runtime calls with its own credential. Thin: auth, one service c
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -23,6 +24,7 @@ from node_runtime.wire import (
 from services.api.auth import Principal
 from services.components import Components
 from services.db import utcnow
+from services.errors import BadRequest
 from services.fleet import deployments, heartbeats, nodes, tokens
 from services.fleet.schemas import (
     DeploymentCreate,
@@ -35,6 +37,8 @@ from services.fleet.schemas import (
     NodeReportOut,
 )
 from services.tenants.schemas import Scope
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def _offline_after(hangar: Components) -> timedelta:
@@ -239,6 +243,8 @@ class NodeAgentController(Controller):
         self, db: AsyncSession, hangar: Components, principal: Principal, digest: str | None = None
     ) -> PeerList:
         """Same-tenant nodes online now; with ``digest``, only those holding it ready."""
+        if digest is not None and not _DIGEST.fullmatch(digest):
+            raise BadRequest("digest: expected 'sha256:' followed by 64 lowercase hex digits")
         found = await heartbeats.peers(
             db,
             tenant_id=principal.tenant_id,

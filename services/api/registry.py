@@ -25,6 +25,7 @@ from registry.service import is_number
 from services.api.auth import Principal
 from services.components import Components
 from services.errors import BadRequest
+from services.fleet import deployments as fleet_deployments
 from services.tenants.schemas import Scope
 
 
@@ -147,6 +148,14 @@ class ModelController(Controller):
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response:
         principal.require(Scope.read, node=True)
+        if principal.node_id is not None:  # a node fetches only what is assigned to it
+            await fleet_deployments.check_node_download(
+                hangar.sessions,
+                tenant_id=principal.tenant_id,
+                node_id=principal.node_id,
+                name=name,
+                ref=ref,
+            )
         dl = await hangar.downloads.open(
             tenant_id=principal.tenant_id,
             name=name,
@@ -167,6 +176,14 @@ class ModelController(Controller):
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response[None]:
         principal.require(Scope.read, node=True)
+        if principal.node_id is not None:  # a node fetches only what is assigned to it
+            await fleet_deployments.check_node_download(
+                hangar.sessions,
+                tenant_id=principal.tenant_id,
+                node_id=principal.node_id,
+                name=name,
+                ref=ref,
+            )
         dl = await hangar.downloads.open(
             tenant_id=principal.tenant_id,
             name=name,

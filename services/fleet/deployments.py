@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from node_runtime.wire import DesiredModel, DesiredState
@@ -166,7 +166,7 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
         )
     )
     models = await _models(session, {d.model_id for d in deployments})
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], DesiredModel] = {}
     out: list[DesiredModel] = []
     for d in deployments:
         model = models[d.model_id]
@@ -174,21 +174,54 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
             version = registry.resolve_in(model, d.ref)
         except NotFound:
             continue
-        if (model.name, version.digest) in seen:
+        if (same := seen.get((model.name, version.digest))) is not None:
+            # Two refs (e.g. :prod and :latest) on one version: one file, served under both.
+            if d.ref != same.ref and d.ref not in same.aliases:
+                same.aliases.append(d.ref)
             continue
-        seen.add((model.name, version.digest))
-        out.append(
-            DesiredModel(
-                name=model.name,
-                ref=d.ref,
-                digest=version.digest,
-                size=version.size,
-                version=version.number,
-                download_path=f"/v1/models/{model.name}/versions/{version.digest}/blob",
-                estimated_memory_bytes=int(
-                    version.gguf.get("estimated_memory_bytes") or version.size
-                ),
-                gguf=version.gguf,
-            )
+        seen[(model.name, version.digest)] = desired = DesiredModel(
+            name=model.name,
+            ref=d.ref,
+            digest=version.digest,
+            size=version.size,
+            version=version.number,
+            download_path=f"/v1/models/{model.name}/versions/{version.digest}/blob",
+            estimated_memory_bytes=int(version.gguf.get("estimated_memory_bytes") or version.size),
+            gguf=version.gguf,
         )
+        out.append(desired)
     return DesiredState(revision=revision or 0, models=out)
+
+
+async def may_download(
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, name: str, ref: str
+) -> bool:
+    """Whether a node may fetch NAME at REF: only what its desired state names (by
+    digest, or by a tag deployed to it), so one node credential cannot pull every
+    model of the tenant."""
+    node = await session.scalar(select(Node).where(Node.id == node_id, Node.tenant_id == tenant_id))
+    if node is None:
+        return False
+    desired = await desired_state(session, node=node)
+    return any(
+        m.name == name and ref in (m.digest, str(m.version), m.ref, *m.aliases)
+        for m in desired.models
+    )
+
+
+async def check_node_download(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    name: str,
+    ref: str,
+) -> None:
+    """404, saying nothing about whether the model exists, unless the node may fetch it.
+    Uses its own short session: the download that follows may stream for minutes."""
+    async with sessions() as session:
+        allowed = await may_download(
+            session, tenant_id=tenant_id, node_id=node_id, name=name, ref=ref
+        )
+    if not allowed:
+        raise NotFound(f"model {name!r} at {ref!r} is not assigned to this node")

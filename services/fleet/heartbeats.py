@@ -8,13 +8,21 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import case, cast, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metering.meters import INFERENCE
 from metering.service import record_event
-from node_runtime.wire import Counters, Heartbeat, Peer, ReportBatch, ReportBatchReply, SyncState
+from node_runtime.wire import (
+    Counters,
+    Heartbeat,
+    Peer,
+    ReportBatch,
+    ReportBatchReply,
+    SyncState,
+    is_http_url,
+)
 from services.db import utcnow
 from services.errors import Unauthorized
 from services.fleet.models import Node, NodeReport
@@ -33,7 +41,11 @@ async def heartbeat(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbea
         .where(Node.id == node_id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
         .values(
             last_seen_at=func.now(),
-            facts=beat.facts.model_dump(mode="json"),
+            # Facts are refreshed, except api_url: where peers send this tenant's prompts
+            # is recorded at enrollment, not re-announced by every heartbeat.
+            facts=cast(beat.facts.model_dump(mode="json", exclude={"api_url"}), JSONB).op("||")(
+                func.jsonb_build_object("api_url", Node.facts["api_url"])
+            ),
             report=_report(beat),
             status="online",
             status_changed_at=case(
@@ -141,7 +153,7 @@ async def peers(
     out = []
     for node in rows:
         url = (node.facts or {}).get("api_url")
-        if not url:
+        if not url or not is_http_url(url):
             continue
         ready = [
             m["digest"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from node_runtime.wire import Counters, ModelStatus, Resources
+from node_runtime.wire import Counters, ModelStatus, Resources, Text
 from services.errors import BadRequest
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
@@ -45,7 +45,7 @@ class TokenState(StrEnum):
 
 
 class EnrollmentTokenCreate(BaseModel):
-    name: str = Field(default="default", min_length=1, max_length=128)
+    name: Text = Field(default="default", min_length=1, max_length=128)
     expires_in_seconds: int = Field(default=86400, gt=0, le=366 * 86400)
     max_uses: int = Field(default=1, ge=1, le=1_000_000)
     labels: dict[str, str] = Field(

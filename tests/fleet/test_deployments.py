@@ -130,11 +130,14 @@ async def test_offline_job_records_the_transition_once(tenants, hangar):
 
 async def test_peers_are_same_tenant_nodes_holding_the_digest(tenants):
     t, other = await tenants.create(), await tenants.create()
-    asking, holder, idle = await enroll_node(t), await enroll_node(t), await enroll_node(t)
-    stranger = await enroll_node(other)
+    # Where a peer is reached is recorded at enrollment; heartbeats cannot move it.
+    url = "http://peer:8000"
+    asking = await enroll_node(t)
+    holder, idle = await enroll_node(t, api_url=url), await enroll_node(t, api_url=url)
+    stranger = await enroll_node(other, api_url=url)
     digest = "sha256:" + "a" * 64
     ready = [{"name": "m", "ref": "prod", "digest": digest, "state": "ready"}]
-    facts = FACTS | {"api_url": "http://peer:8000"}
+    facts = FACTS | {"api_url": "http://elsewhere:8000"}
     for node, models in [(holder, ready), (idle, []), (stranger, ready)]:
         assert (await node.heartbeat(facts=facts, models=models)).status_code == 200
 

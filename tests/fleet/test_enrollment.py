@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from services.fleet.models import EnrollmentToken
-from tests.factories import FACTS, enroll_node, enroll_token
+from tests.factories import FACTS, enroll_node, enroll_token, write_gguf
 
 
 async def test_enroll_gives_a_credential_shown_once_and_labels_from_the_token(tenants):
@@ -94,20 +94,38 @@ async def test_a_node_credential_cannot_do_admin_things(tenants, tmp_path):
 
     t = await tenants.create()
     await t.push(write_gguf(tmp_path / "m.gguf"), "m")
+    secret = (await t.push(write_gguf(tmp_path / "s.gguf", seed=1), "secret")).json()["version"]
     node = await enroll_node(t)
     for method, path in [
         ("GET", "/v1/models/"),
         ("GET", "/v1/nodes/"),
         ("POST", "/v1/keys/"),
         ("GET", "/v1/enrollment-tokens/"),
-        ("POST", "/v1/deployments/"),
         ("DELETE", "/v1/models/m/versions/1"),
     ]:
         resp = await node.request(method, path, json={} if method == "POST" else None)
         assert resp.status_code in (400, 403), (path, resp.status_code)
         if resp.status_code == 403:
             assert "node credential may only" in resp.json()["error"]
+    # A valid body: the refusal is the scope, not validation.
+    deploy = {"model": "m:latest", "node_id": node.id}
+    resp = await node.request("POST", "/v1/deployments/", json=deploy)
+    assert resp.status_code == 403, resp.text
+    assert "node credential may only" in resp.json()["error"]
+
+    # A node fetches only what is assigned to it; the rest is a 404 like a missing model.
+    for method in ("GET", "HEAD"):
+        assert (await node.request(method, "/v1/models/m/versions/1/blob")).status_code == 404
+        path = f"/v1/models/secret/versions/{secret['digest']}/blob"
+        assert (await node.request(method, path)).status_code == 404
+        assert (await node.request(method, "/v1/models/nope/versions/1/blob")).status_code == 404
+    assert (await t.request("POST", "/v1/deployments/", json=deploy)).status_code == 201
     assert (await node.request("GET", "/v1/models/m/versions/1/blob")).status_code == 200
+    assert (await node.request("HEAD", "/v1/models/m/versions/latest/blob")).status_code == 200
+    path = f"/v1/models/secret/versions/{secret['digest']}/blob"
+    assert (await node.request("GET", path)).status_code == 404
+    # An API key with read scope still downloads anything in its tenant.
+    assert (await t.request("GET", path)).status_code == 200
     # API keys are not nodes.
     assert (
         await t.request(
@@ -164,3 +182,81 @@ async def test_served_tokens_from_heartbeats_show_in_usage_but_are_not_billed(te
     preview = (await t.request("GET", "/v1/invoices/preview")).json()
     meters = {line["meter"] for line in preview["lines"]}
     assert "inference" not in meters and "device_day" in meters
+
+
+async def test_nul_characters_and_huge_counters_are_400s_naming_the_field(tenants):
+    t = await tenants.create()
+    resp = await t.request("POST", "/v1/enrollment-tokens/", json={"name": "a\x00b"})
+    assert resp.status_code == 400 and "name" in resp.text, resp.text
+    token = await enroll_token(t)
+    for field in ("hostname", "os", "arch", "runtime_version"):
+        resp = await t.http.post(
+            "/v1/fleet/enroll", json={"token": token, "facts": FACTS | {field: "x\x00y"}}
+        )
+        assert resp.status_code == 400 and field in resp.text, (field, resp.text)
+    node = await enroll_node(t, token=token)
+    status = {"name": "m\x00", "ref": "latest", "digest": "sha256:" + "0" * 64, "state": "ready"}
+    resp = await node.heartbeat(models=[status])
+    assert resp.status_code == 400 and "name" in resp.text, resp.text
+    resp = await node.heartbeat(counters={"requests": 2**63})
+    assert resp.status_code == 400 and "requests" in resp.text, resp.text
+    assert (await node.heartbeat(counters={"requests": 2**63 - 1})).status_code == 200
+    for digest in ("sha256:\x00", "nope", "sha256:" + "A" * 64):
+        resp = await node.request("GET", "/v1/fleet/peers", params={"digest": digest})
+        assert resp.status_code == 400 and "digest" in resp.text, (digest, resp.text)
+    ok = await node.request("GET", "/v1/fleet/peers", params={"digest": "sha256:" + "0" * 64})
+    assert ok.status_code == 200, ok.text
+
+
+async def test_fleet_writes_cannot_reach_another_tenant(tenants, tmp_path):
+    owner, other = await tenants.create(), await tenants.create()
+    await owner.push(write_gguf(tmp_path / "m.gguf"), "m")
+    await other.push(write_gguf(tmp_path / "o.gguf", seed=1), "m")
+    node = await enroll_node(owner)
+    deployed = await owner.request(
+        "POST", "/v1/deployments/", json={"model": "m:latest", "node_id": node.id}
+    )
+    assert deployed.status_code == 201, deployed.text
+    token_id = (await owner.request("GET", "/v1/enrollment-tokens/")).json()[0]["id"]
+
+    gone = await other.request("DELETE", f"/v1/deployments/{deployed.json()['id']}")
+    assert gone.status_code == 404, gone.text
+    gone = await other.request("DELETE", f"/v1/enrollment-tokens/{token_id}")
+    assert gone.status_code == 404, gone.text
+    # Deploying to another tenant's node looks exactly like deploying to no node at all.
+    theirs = await other.request(
+        "POST", "/v1/deployments/", json={"model": "m:latest", "node_id": node.id}
+    )
+    missing = await other.request(
+        "POST",
+        "/v1/deployments/",
+        json={"model": "m:latest", "node_id": "00000000-0000-0000-0000-000000000000"},
+    )
+    assert theirs.status_code in (400, 404), theirs.text
+    assert (theirs.status_code, theirs.json()["error"].replace(node.id, "X")) == (
+        missing.status_code,
+        missing.json()["error"].replace("00000000-0000-0000-0000-000000000000", "X"),
+    )
+    assert [d["id"] for d in (await owner.request("GET", "/v1/deployments/")).json()] == [
+        deployed.json()["id"]
+    ]
+    listed = (await owner.request("GET", "/v1/enrollment-tokens/")).json()
+    assert [(x["id"], x["state"]) for x in listed] == [(token_id, "active")]
+    assert (await other.request("GET", "/v1/deployments/")).json() == []
+
+
+async def test_api_url_must_be_http_and_is_fixed_at_enrollment(tenants):
+    t = await tenants.create()
+    token = await enroll_token(t)
+    for bad in ("file:///etc/passwd", "ftp://peer/", "javascript:alert(1)", "http://"):
+        resp = await t.http.post(
+            "/v1/fleet/enroll", json={"token": token, "facts": FACTS | {"api_url": bad}}
+        )
+        assert resp.status_code == 400 and "api_url" in resp.text, (bad, resp.text)
+    node = await enroll_node(t, token=token, api_url="http://10.0.0.5:8000")
+    beat = await node.heartbeat(facts=FACTS | {"api_url": "https://attacker.example"})
+    assert beat.status_code == 200, beat.text
+    assert (await node.heartbeat(facts=FACTS | {"api_url": "gopher://x"})).status_code == 400
+    shown = (await t.request("GET", f"/v1/nodes/{node.id}")).json()
+    assert shown["facts"]["api_url"] == "http://10.0.0.5:8000"
+    assert shown["facts"]["hostname"] == FACTS["hostname"]

@@ -69,7 +69,7 @@ class NodeProcess:
             **self.env,
         }
 
-    async def enroll(self, token: str | None = None, name: str | None = None) -> str:
+    async def enroll(self, token: str | None = None, name: str | None = None, *extra: str) -> str:
         token = token or await enroll_token(self.tenant)
         args = [
             "-m",
@@ -87,6 +87,7 @@ class NodeProcess:
         ]
         if name:
             args += ["--name", name]
+        args += extra
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *args,

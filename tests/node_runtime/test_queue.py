@@ -18,7 +18,7 @@ from node_runtime.identity import Identity
 from node_runtime.runtime import NodeRuntime
 from node_runtime.settings import NodeSettings
 from tests.factories import enroll_node, write_gguf
-from tests.node_runtime.conftest import wait_for
+from tests.node_runtime.conftest import sha256, wait_for
 from tests.node_runtime.fake_engine import FakeEngine
 from tests.node_runtime.proxy import free_port
 
@@ -27,10 +27,10 @@ CHAT = {"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]}
 
 @asynccontextmanager
 async def in_process_node(
-    tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, **settings
+    tenants, base_url, tmp_path, models: list[str], engine: FakeEngine, tenant=None, **settings
 ):
     """The node runtime in this process with the real control plane, registry and cache."""
-    t = await tenants.create()
+    t = tenant or await tenants.create()
     digests = []
     for i, name in enumerate(models):
         digests.append(
@@ -157,6 +157,91 @@ async def test_idle_models_unload_and_the_loaded_limit_holds(tenants, base_url, 
             "the idle model unloaded after its keep-alive",
             lambda: _async(not runtime.serving.runners),
         )
+
+
+async def test_unassigning_a_busy_model_lets_its_running_and_queued_requests_finish(
+    tenants, base_url, tmp_path
+):
+    engine = FakeEngine()
+    t = await tenants.create()
+    async with in_process_node(
+        tenants, base_url, tmp_path, ["tiny"], engine, tenant=t, queue_size=1
+    ) as (runtime, http, (digest,)):
+        await wait_for("the model loaded", lambda: _async(runtime.serving.loaded(digest)))
+        running = asyncio.create_task(http.post("/chat/completions", json=CHAT))
+        await wait_for("one request running", lambda: _async(engine.running == 1))
+        queued = asyncio.create_task(http.post("/chat/completions", json=CHAT))
+        runner = runtime.serving.runners[digest]
+        await wait_for("one request queued", lambda: _async(runner.admitted == 2))
+
+        (deployment,) = (await t.request("GET", "/v1/deployments/")).json()
+        assert (await t.request("DELETE", f"/v1/deployments/{deployment['id']}")).status_code in (
+            200,
+            204,
+        )
+        await wait_for("the runner draining", lambda: _async(runner.draining))
+        refused = await http.post("/chat/completions", json=CHAT)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["error"]["code"] == "model_not_found"
+
+        engine.release.set()
+        for done in await asyncio.gather(running, queued):
+            assert done.status_code == 200, done.text
+            assert done.json()["choices"][0]["message"]["content"] == "ok"
+        await wait_for("the model closed", lambda: _async(runner.model is None))
+
+
+async def test_the_local_api_key_is_never_sent_to_a_peer(tenants, base_url, tmp_path):
+    """The peer's address comes from the control plane; this node's key stays here."""
+    seen: list[bytes] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                (
+                    ln.split(b":")[1]
+                    for ln in head.split(b"\r\n")
+                    if ln.lower().startswith(b"content-length")
+                ),
+                b"0",
+            )
+        )
+        await reader.readexactly(length)
+        seen.append(head)
+        body = b'{"from": "peer"}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    peer_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    t = await tenants.create()
+    digest = sha256(write_gguf(tmp_path / "tiny.gguf", seed=0))
+    other = await enroll_node(t, api_url=peer_url)
+    status = {"name": "tiny", "ref": "latest", "digest": digest, "state": "ready"}
+    assert (await other.heartbeat(models=[status])).status_code == 200
+    engine = FakeEngine()
+    engine.loadable.clear()  # this node answers 503 "loading": the request goes to the peer
+    try:
+        async with in_process_node(
+            tenants, base_url, tmp_path, ["tiny"], engine, tenant=t, api_key=SecretStr("local-key")
+        ) as (runtime, http, _):
+
+            async def forwarded():
+                resp = await http.post("/chat/completions", json=CHAT)
+                return resp if resp.status_code == 200 else None
+
+            resp = await wait_for("the peer answering", forwarded)
+            assert resp.json() == {"from": "peer"}
+            assert resp.headers["x-hangar-served-by"].startswith("peer")
+    finally:
+        server.close()
+    assert seen and all(b"local-key" not in h and b"authorization" not in h.lower() for h in seen)
 
 
 async def _async(value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 from openai import AsyncOpenAI
 from sqlalchemy import select
 
@@ -62,11 +63,11 @@ async def test_enroll_deploy_pull_and_chat_with_the_openai_client(
     )
     assert completion.choices[0].text and completion.usage.completion_tokens > 0
     embedding = await client.embeddings.create(model="smollm2:prod", input=["hello", "world"])
-    assert (
-        len(embedding.data) == 2
-        and len(embedding.data[0].embedding) > 0
-        and embedding.usage.prompt_tokens > 0
-    )
+    # One pooled vector of floats per input, SmolLM2's hidden size long.
+    vectors = [d.embedding for d in embedding.data]
+    assert len(vectors) == 2 and embedding.usage.prompt_tokens > 0
+    assert all(len(v) == 576 and isinstance(v[0], float) for v in vectors)
+    assert vectors[0] != vectors[1]
 
     # The fleet view shows it, and the pull was metered as this node's egress.
     assert (await node.shown())["state"] == "online"
@@ -109,3 +110,100 @@ async def test_concurrent_requests_all_complete(nodes, smollm2_tenant):
         else:
             assert result.choices[0].finish_reason in ("stop", "length")
             assert result.usage.completion_tokens > 0
+
+
+async def test_bad_input_is_a_400_naming_the_field_never_a_500(nodes, smollm2_tenant):
+    t, version = smollm2_tenant
+    node = await nodes(t, HANGAR_NODE_N_CTX="256")
+    await node.start()
+    await t.request("POST", "/v1/deployments/", json={"model": "smollm2:prod", "node_id": node.id})
+    await node.wait_loaded(version["digest"])
+    msgs = [{"role": "user", "content": "hi"}]
+    too_long = "word " * 400
+    cases = [
+        ("/chat/completions", {"messages": msgs, "max_tokens": "abc"}, "max_tokens", None),
+        ("/chat/completions", {"messages": msgs, "temperature": "hot"}, "temperature", None),
+        ("/chat/completions", {"messages": [1]}, "messages.0", None),
+        ("/chat/completions", {"messages": [{"content": "hi"}]}, "messages.0.role", None),
+        ("/chat/completions", {"messages": msgs, "stop": 5}, "stop", None),
+        ("/completions", {"prompt": "x", "max_tokens": "abc"}, "max_tokens", None),
+        ("/embeddings", {"input": [1]}, "input", None),
+        (
+            "/chat/completions",
+            {"messages": [{"role": "user", "content": too_long}], "max_tokens": 4},
+            "messages",
+            "context_length_exceeded",
+        ),
+        (
+            "/chat/completions",
+            {"messages": [{"role": "user", "content": too_long}], "stream": True},
+            "messages",
+            "context_length_exceeded",
+        ),
+        (
+            "/completions",
+            {"prompt": too_long, "max_tokens": 4},
+            "prompt",
+            "context_length_exceeded",
+        ),
+        (
+            "/completions",
+            {"prompt": too_long, "max_tokens": 4, "stream": True},
+            "prompt",
+            "context_length_exceeded",
+        ),
+    ]
+    async with httpx.AsyncClient(base_url=f"{node.url}/v1", timeout=60) as http:
+        for path, body, param, code in cases:
+            resp = await http.post(path, json={"model": "smollm2:prod", **body})
+            assert resp.status_code == 400, (path, body, resp.text)
+            err = resp.json()["error"]
+            assert err["param"] == param and err["type"] == "invalid_request_error", err
+            assert err["code"] == (code or "bad_request"), err
+        assert (await http.get("/models")).status_code == 200
+
+    # The official client sends multi-part content; it is flattened to text.
+    client = AsyncOpenAI(base_url=f"{node.url}/v1", api_key="unused", max_retries=0)
+    chat = await client.chat.completions.create(
+        model="smollm2:prod",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Say hello."}]}],
+        max_tokens=4,
+    )
+    assert chat.choices[0].message.content
+
+    async def errors_counted():
+        return (await node.shown())["counters"]["errors"] >= len(cases)
+
+    await wait_for("bad requests counted as errors", errors_counted)
+
+
+async def test_two_tags_on_one_version_are_both_served(nodes, smollm2_tenant):
+    t, version = smollm2_tenant
+    tagged = await t.request(
+        "PUT", "/v1/models/smollm2/tags/latest", json={"version": version["number"]}
+    )
+    assert tagged.status_code == 200, tagged.text
+    node = await nodes(t)
+    await node.start()
+    for ref in ("smollm2:prod", "smollm2:latest"):
+        deployed = await t.request(
+            "POST", "/v1/deployments/", json={"model": ref, "node_id": node.id}
+        )
+        assert deployed.status_code == 201, deployed.text
+    await node.wait_loaded(version["digest"])
+    client = AsyncOpenAI(base_url=f"{node.url}/v1", api_key="unused", max_retries=0)
+
+    async def both_listed():
+        return {m.id for m in (await client.models.list()).data} == {
+            "smollm2:prod",
+            "smollm2:latest",
+        }
+
+    await wait_for("both tags listed", both_listed)
+    for ref in ("smollm2:prod", "smollm2:latest"):
+        chat = await client.chat.completions.create(
+            model=ref, messages=[{"role": "user", "content": "Hi."}], max_tokens=2
+        )
+        assert chat.model == ref and chat.choices[0].message.content is not None
+    # One file on disk for the one version.
+    assert node.blobs() == {f"sha256-{version['digest'][7:]}"}

@@ -165,3 +165,19 @@ async def _async(value):
 
 async def _equal(awaitable, expected):
     return await awaitable == expected
+
+
+async def test_enroll_advertise_url_is_kept_for_node_run(nodes, tenants):
+    t = await tenants.create()
+    node = await nodes(t, enroll=False, HANGAR_NODE_ADVERTISE_URL="")
+    await node.enroll(None, None, "--advertise-url", node.url)
+    saved = json.loads((node.data_dir / "node.json").read_text())
+    assert saved["advertise_url"] == node.url
+    await node.start()
+
+    async def reported():
+        return (await node.shown())["facts"]["api_url"] == node.url
+
+    await wait_for("the advertised URL in the fleet view", reported)
+    printed = "".join(node.log.read_text().split())  # the console wraps long lines
+    assert f"peersreachitat{node.url})" in printed
