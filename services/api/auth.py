@@ -45,6 +45,10 @@ class Principal:
             f"this key's scopes ({', '.join(sorted(self.scopes))}) do not allow this; it needs one of: {names}"
         )
 
+    def require_admin(self) -> None:
+        """Only the tenant's ``admin`` keys (what changes things goes through here)."""
+        self.require()
+
     def require_node(self) -> uuid.UUID:
         if self.node_id is None:
             raise Forbidden(

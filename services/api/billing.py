@@ -35,7 +35,7 @@ class AccountController(Controller):
 
     @get("/")
     async def show(self, db: AsyncSession, principal: Principal, hangar: Components) -> AccountOut:
-        principal.require()
+        principal.require_admin()
         return await service.account(
             db,
             tenant_id=principal.tenant_id,
@@ -48,7 +48,7 @@ class AccountController(Controller):
         self, db: AsyncSession, principal: Principal, hangar: Components, data: TenantPlanChoice
     ) -> AccountOut:
         """Starter or pay-as-you-go, from now; needs a payment method on file."""
-        principal.require()
+        principal.require_admin()
         return await service.choose_plan(
             db,
             tenant_id=principal.tenant_id,
@@ -64,7 +64,7 @@ class AccountController(Controller):
         """Monthly spend cap in pence (null removes it), in force while on
         pay-as-you-go: past it, uploads and downloads are refused with 402 and the
         invoice never exceeds it. Enterprise caps come from the contract."""
-        principal.require()
+        principal.require_admin()
         trial_days = hangar.settings.billing.trial_days
         await set_spend_cap(
             db, tenant_id=principal.tenant_id, cap_pence=data.cap_pence, trial_days=trial_days
@@ -78,7 +78,7 @@ class AccountController(Controller):
         self, db: AsyncSession, principal: Principal, hangar: Components, data: PaymentMethodIn
     ) -> AccountOut:
         """Attach a Stripe payment method (``pm_...``) as the default for invoices."""
-        principal.require()
+        principal.require_admin()
         trial_days = hangar.settings.billing.trial_days
         await set_payment_method(
             hangar.sessions,

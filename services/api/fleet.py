@@ -53,7 +53,7 @@ class EnrollmentTokenController(Controller):
     async def create(
         self, db: AsyncSession, principal: Principal, data: EnrollmentTokenCreate
     ) -> EnrollmentTokenCreated:
-        principal.require()
+        principal.require_admin()
         return await tokens.create_token(
             db,
             tenant_id=principal.tenant_id,
@@ -65,7 +65,7 @@ class EnrollmentTokenController(Controller):
 
     @get("/")
     async def list(self, db: AsyncSession, principal: Principal) -> list[EnrollmentTokenOut]:
-        principal.require()
+        principal.require_admin()
         return [
             tokens.token_out(t) for t in await tokens.list_tokens(db, tenant_id=principal.tenant_id)
         ]
@@ -74,7 +74,7 @@ class EnrollmentTokenController(Controller):
     async def revoke(
         self, db: AsyncSession, principal: Principal, token_id: uuid.UUID
     ) -> EnrollmentTokenOut:
-        principal.require()
+        principal.require_admin()
         return tokens.token_out(
             await tokens.revoke_token(db, tenant_id=principal.tenant_id, token_id=token_id)
         )
@@ -126,7 +126,7 @@ class NodeController(Controller):
         node_id: uuid.UUID,
         data: NodeLabels,
     ) -> NodeOut:
-        principal.require()
+        principal.require_admin()
         node = await nodes.set_labels(
             db, tenant_id=principal.tenant_id, node_id=node_id, set_=data.set, remove=data.remove
         )
@@ -136,7 +136,7 @@ class NodeController(Controller):
     async def disable(
         self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID
     ) -> NodeOut:
-        principal.require()
+        principal.require_admin()
         node = await nodes.set_disabled(
             db, tenant_id=principal.tenant_id, node_id=node_id, disabled=True
         )
@@ -146,7 +146,7 @@ class NodeController(Controller):
     async def enable(
         self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID
     ) -> NodeOut:
-        principal.require()
+        principal.require_admin()
         node = await nodes.set_disabled(
             db, tenant_id=principal.tenant_id, node_id=node_id, disabled=False
         )
@@ -156,7 +156,7 @@ class NodeController(Controller):
     async def revoke(
         self, db: AsyncSession, hangar: Components, principal: Principal, node_id: uuid.UUID
     ) -> NodeOut:
-        principal.require()
+        principal.require_admin()
         node = await nodes.revoke(db, tenant_id=principal.tenant_id, node_id=node_id)
         return nodes.node_out(node, offline_after=_offline_after(hangar))
 
@@ -169,7 +169,7 @@ class DeploymentController(Controller):
     async def create(
         self, db: AsyncSession, principal: Principal, data: DeploymentCreate
     ) -> DeploymentOut:
-        principal.require()
+        principal.require_admin()
         return await deployments.create_deployment(
             db,
             tenant_id=principal.tenant_id,
@@ -187,7 +187,7 @@ class DeploymentController(Controller):
     async def remove(
         self, db: AsyncSession, principal: Principal, deployment_id: uuid.UUID
     ) -> None:
-        principal.require()
+        principal.require_admin()
         await deployments.delete_deployment(
             db, tenant_id=principal.tenant_id, deployment_id=deployment_id
         )

@@ -104,21 +104,21 @@ class ModelController(Controller):
     async def delete_version(
         self, db: AsyncSession, principal: Principal, name: str, ref: str
     ) -> None:
-        principal.require()
+        principal.require_admin()
         await service.delete_version(db, tenant_id=principal.tenant_id, name=name, ref=ref)
 
     @put("/{name:str}/tags/{tag:str}")
     async def move_tag(
         self, db: AsyncSession, principal: Principal, name: str, tag: str, data: TagMove
     ) -> ModelOut:
-        principal.require()
+        principal.require_admin()
         return await service.move_tag(
             db, tenant_id=principal.tenant_id, name=name, tag=tag, number=data.version
         )
 
     @delete("/{name:str}/tags/{tag:str}")
     async def delete_tag(self, db: AsyncSession, principal: Principal, name: str, tag: str) -> None:
-        principal.require()
+        principal.require_admin()
         await service.delete_tag(db, tenant_id=principal.tenant_id, name=name, tag=tag)
 
     @post("/{name:str}/versions", status_code=201, request_max_body_size=None)
@@ -133,7 +133,7 @@ class ModelController(Controller):
     ) -> PushResult:
         """Upload a whole GGUF file in one request body (``curl -T``). For large
         files prefer an upload session, which resumes after a dropped connection."""
-        principal.require()
+        principal.require_admin()
         return await hangar.uploads.push(
             tenant_id=principal.tenant_id,
             model=name,
@@ -207,7 +207,7 @@ class UploadController(Controller):
     async def start(
         self, hangar: Components, principal: Principal, data: UploadCreate
     ) -> UploadOut:
-        principal.require()
+        principal.require_admin()
         upload = await hangar.uploads.start(
             tenant_id=principal.tenant_id,
             model=data.model,
@@ -220,14 +220,14 @@ class UploadController(Controller):
     @get("/")
     async def list(self, hangar: Components, principal: Principal) -> list[UploadOut]:
         """Upload sessions still open (interrupted pushes that can be resumed)."""
-        principal.require()
+        principal.require_admin()
         return [upload_out(u) for u in await hangar.uploads.list(tenant_id=principal.tenant_id)]
 
     @get("/{upload_id:uuid}")
     async def status(
         self, hangar: Components, principal: Principal, upload_id: uuid.UUID
     ) -> UploadOut:
-        principal.require()
+        principal.require_admin()
         return upload_out(
             await hangar.uploads.get(tenant_id=principal.tenant_id, upload_id=upload_id)
         )
@@ -238,7 +238,7 @@ class UploadController(Controller):
     ) -> UploadOut:
         """Append the body at ``Upload-Offset``. If the connection drops, GET the
         session and send again from ``committed``."""
-        principal.require()
+        principal.require_admin()
         upload = await hangar.uploads.append(
             tenant_id=principal.tenant_id,
             upload_id=upload_id,
@@ -251,12 +251,12 @@ class UploadController(Controller):
     async def complete(
         self, hangar: Components, principal: Principal, upload_id: uuid.UUID, data: UploadComplete
     ) -> PushResult:
-        principal.require()
+        principal.require_admin()
         return await hangar.uploads.complete(
             tenant_id=principal.tenant_id, upload_id=upload_id, digest=data.digest
         )
 
     @delete("/{upload_id:uuid}")
     async def cancel(self, hangar: Components, principal: Principal, upload_id: uuid.UUID) -> None:
-        principal.require()
+        principal.require_admin()
         await hangar.uploads.cancel(tenant_id=principal.tenant_id, upload_id=upload_id)

@@ -50,21 +50,21 @@ class KeyController(Controller):
     async def create(
         self, db: AsyncSession, principal: Principal, data: ApiKeyCreate
     ) -> ApiKeyCreated:
-        principal.require()
+        principal.require_admin()
         return await service.create_key(
             db, tenant_id=principal.tenant_id, name=data.name, scopes=data.scopes
         )
 
     @get("/")
     async def list(self, db: AsyncSession, principal: Principal) -> list[ApiKeyOut]:
-        principal.require()
+        principal.require_admin()
         return [
             service.key_out(k) for k in await service.list_keys(db, tenant_id=principal.tenant_id)
         ]
 
     @delete("/{key_id:uuid}", status_code=200)
     async def revoke(self, db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKeyOut:
-        principal.require()
+        principal.require_admin()
         return service.key_out(
             await service.revoke_key(db, tenant_id=principal.tenant_id, key_id=key_id)
         )
