@@ -193,7 +193,8 @@ class Uploads:
                         await self._check_magic(upload, bytes(buf[:4]))
                         magic_checked = True
                     while len(buf) >= part_size:
-                        part = bytes(buf[:part_size])
+                        with memoryview(buf) as view:  # one copy, not two
+                            part = bytes(view[:part_size])
                         del buf[:part_size]
                         if pending:
                             await pending

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -28,6 +29,11 @@ log = logging.getLogger("hangar.s3")
 _S3_UNAVAILABLE = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 # ...and those that mean Hangar's S3 settings are wrong: an operator must act.
 _S3_MISCONFIGURED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
+
+
+def _s3_code(body: str) -> str:
+    match = re.search(r"<Code>([^<]+)</Code>", body)
+    return match.group(1) if match else "unknown"
 
 
 class ObjectStore:
@@ -77,9 +83,35 @@ class ObjectStore:
         return await self._call(self.client._create_multipart_upload, self.bucket, key, {})
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        return await self._call(
-            self.client._upload_part, self.bucket, key, data, None, upload_id, number
+        """PUT one part on a presigned URL. Presigned requests carry UNSIGNED-PAYLOAD,
+        so the bytes are not hashed a second time just to sign them (the SDK's own
+        call would, over plain HTTP), and the transfer is async, not a thread."""
+        url = await self._call(
+            self.client.get_presigned_url,
+            "PUT",
+            self.bucket,
+            key,
+            timedelta(hours=1),
+            None,
+            None,
+            None,
+            {"partNumber": str(number), "uploadId": upload_id},
         )
+        try:
+            response = await self.http.put(url, content=data)
+        except httpx.TransportError as exc:
+            raise Unavailable("object storage (S3) is unreachable; retry shortly") from exc
+        if response.status_code != 200:
+            code = _s3_code(response.text)
+            if response.status_code >= 500 or code in _S3_UNAVAILABLE:
+                raise Unavailable(f"object storage (S3) is failing ({code}); retry shortly")
+            if code in _S3_MISCONFIGURED:
+                log.error("S3 refused Hangar (%s): check HANGAR_S3_* settings", code)
+                raise Unavailable(
+                    f"object storage refused this server ({code}); the operator must check its S3 settings"
+                )
+            raise RuntimeError(f"S3 refused part {number} of {key}: {response.status_code} {code}")
+        return response.headers["etag"].strip('"')
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[tuple[int, str]]
