@@ -7,17 +7,8 @@ from typing import Annotated
 
 import typer
 
-from services.cli.client import call, check, client, out, print_json
-from services.cli.finance import (
-    JSON,
-    OPERATOR,
-    PERIOD,
-    gbp,
-    invoices,
-    show_table,
-    to_pence,
-    usage,
-)
+from services.cli.client import JSON, OPERATOR, call, check, client, out, print_json, show_table
+from services.cli.finance import PERIOD, gbp, invoices, to_pence, usage
 
 billing = typer.Typer(
     help="Your tenant's plan, spend cap and payment method (admin key).", no_args_is_help=True

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
+from rich.table import Table
 
 err = Console(stderr=True)
 out = Console()
+
+# Shared by every command module: the --json flag and the operator's token variable.
+JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+OPERATOR = "HANGAR_OPERATOR_TOKEN"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -59,3 +64,10 @@ def call(method: str, path: str, *, token_env: str = "HANGAR_TOKEN", **kwargs: A
 
 def print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str))
+
+
+def show_table(columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*["" if c is None else str(c) for c in row])
+    out.print(table)

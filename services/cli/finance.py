@@ -10,25 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from services.cli.client import call, check, client, out, print_json
+from services.cli.client import JSON, OPERATOR, call, check, client, out, print_json, show_table
 
-OPERATOR = "HANGAR_OPERATOR_TOKEN"
-JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 PERIOD = Annotated[str | None, typer.Option(help="YYYY-MM (default: this month)")]
 
 usage = typer.Typer(help="Usage per meter (admin or finance key).", invoke_without_command=True)
 invoices = typer.Typer(
     help="Invoices (admin or finance key; --tenant uses the operator token).", no_args_is_help=True
 )
-
-
-def show_table(columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*["" if c is None else str(c) for c in row])
-    out.print(table)
 
 
 def gbp(pence: int | str | Decimal) -> str:

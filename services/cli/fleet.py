@@ -7,15 +7,13 @@ import uuid
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from services.cli.client import call, fail, out, print_json
+from services.cli.client import JSON, call, fail, out, print_json, show_table
 
 tokens = typer.Typer(help="Enrollment tokens: how machines join your tenant.", no_args_is_help=True)
 nodes = typer.Typer(help="Your fleet: enrolled machines.", no_args_is_help=True)
 deployments = typer.Typer(help="Which models go to which nodes.", no_args_is_help=True)
 
-JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,13 +40,6 @@ def labels(pairs: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"{pair!r}: labels are KEY=VALUE")
         out_[key] = value
     return out_
-
-
-def _table(columns: list[str], rows: list[list]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*[str(c) if c is not None else "" for c in row])
-    out.print(table)
 
 
 def _ago(ts: str | None) -> str:
@@ -104,7 +95,7 @@ def tokens_ls(json: JSON = False) -> None:
     rows = call("GET", "/v1/enrollment-tokens/")
     if json:
         return print_json(rows)
-    _table(
+    show_table(
         ["id", "name", "prefix", "state", "uses", "expires", "labels"],
         [
             [
@@ -137,7 +128,7 @@ def nodes_ls(json: JSON = False) -> None:
     rows = call("GET", "/v1/nodes/")
     if json:
         return print_json(rows)
-    _table(
+    show_table(
         ["id", "name", "state", "last seen (UTC)", "labels", "models"],
         [
             [
@@ -175,7 +166,7 @@ def nodes_show(node_id: uuid.UUID, json: JSON = False) -> None:
         f"served {c['completed']}/{c['requests']} requests, {c['prompt_tokens']}+{c['completion_tokens']} tokens, "
         f"{c['rejected']} rejected, {c['forwarded']} forwarded"
     )
-    _table(
+    show_table(
         ["model", "ref", "digest", "state", "progress", "loaded", "reason"],
         [
             [
@@ -263,7 +254,7 @@ def deployments_ls(json: JSON = False) -> None:
     rows = call("GET", "/v1/deployments/")
     if json:
         return print_json(rows)
-    _table(
+    show_table(
         ["id", "model", "ref", "version", "target", "nodes"],
         [
             [

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from node_runtime.cli import app as node_app
 from services.cli import billing, fleet, transfer
-from services.cli.client import call, out, print_json
+from services.cli.client import JSON, OPERATOR, call, out, print_json, show_table
 
 app = typer.Typer(
     help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True
@@ -30,21 +29,11 @@ app.add_typer(node_app, name="node")
 fleet.register(app)
 billing.register(app, tenants)
 
-JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-OPERATOR = "HANGAR_OPERATOR_TOKEN"
-
 
 def _settings():
     from services.settings import Settings
 
     return Settings()
-
-
-def _table(columns: list[str], rows: list[list]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*[str(c) if c is not None else "" for c in row])
-    out.print(table)
 
 
 def _size(n: int) -> str:
@@ -123,7 +112,7 @@ def tenants_ls(json: JSON = False) -> None:
     rows = call("GET", "/v1/tenants/", token_env=OPERATOR)
     if json:
         return print_json(rows)
-    _table(
+    show_table(
         ["id", "name", "plan", "created"],
         [[t["id"], t["name"], t["plan"], t["created_at"]] for t in rows],
     )
@@ -152,7 +141,7 @@ def keys_ls(json: JSON = False) -> None:
     rows = call("GET", "/v1/keys/")
     if json:
         return print_json(rows)
-    _table(
+    show_table(
         ["id", "name", "scopes", "prefix", "created", "revoked", "last used"],
         [
             [
@@ -203,7 +192,7 @@ def models_ls(json: JSON = False) -> None:
     rows = call("GET", "/v1/models/")
     if json:
         return print_json(rows)
-    _table(
+    show_table(
         ["name", "versions", "tags", "latest", "size", "arch", "quant"],
         [
             [
@@ -229,7 +218,7 @@ def models_show(name: str, json: JSON = False) -> None:
     out.print(
         f"[bold]{model['name']}[/]  tags: {', '.join(f'{t}→{n}' for t, n in model['tags'].items())}"
     )
-    _table(
+    show_table(
         ["version", "tags", "digest", "size", "arch", "params", "quant", "ctx", "memory"],
         [
             [
@@ -273,7 +262,9 @@ def jobs_ls() -> None:
     """List scheduled jobs."""
     from services.scheduler import JOBS
 
-    _table(["job", "schedule", "what"], [[j.name, str(j.trigger), j.help] for j in JOBS.values()])
+    show_table(
+        ["job", "schedule", "what"], [[j.name, str(j.trigger), j.help] for j in JOBS.values()]
+    )
 
 
 @jobs.command("run")
