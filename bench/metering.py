@@ -27,9 +27,9 @@ import httpx
 
 from bench.common import hangar_api
 from billing.period_close import close_period
+from core.db import make_engine, make_sessionmaker
+from core.settings import BillingSettings, DatabaseSettings
 from metering.periods import Period
-from services.db import make_engine, make_sessionmaker
-from services.settings import BillingSettings, DatabaseSettings
 
 COLUMNS = [
     "tenant_id",

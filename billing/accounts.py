@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.models import BillingAccount, Contract, Invoice, PlanPeriod, SpendCap
 from billing.plans import PUBLIC_PLAN, PlanName
 from billing.timeline import Segment, build, in_force
+from core.db import utcnow
+from core.errors import BadRequest, Conflict, NotFound
 from metering.periods import Period
-from services.db import utcnow
-from services.errors import BadRequest, Conflict, NotFound
-from services.tenants.models import Tenant
+from tenants.models import Tenant
 
 # Tenants predating billing (or created by code that does not know about it) get an
 # account on first use: Starter starts as a trial from the tenant's creation.

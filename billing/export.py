@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.invoices import filter_invoices
 from billing.models import CreditNote, Invoice, InvoiceLine
 from metering.periods import Period
-from services.tenants.models import Tenant
+from tenants.models import Tenant
 
 COLUMNS = [
     "invoice",

@@ -20,10 +20,10 @@ from billing.schemas import (
     LineUsage,
     UsageEventOut,
 )
+from core.errors import BadRequest, Conflict, NotFound
 from metering.models import UsageEvent
 from metering.periods import Period
-from services.errors import BadRequest, Conflict, NotFound
-from services.tenants.models import Tenant
+from tenants.models import Tenant
 
 STATUSES = ("draft", "open", "paid", "payment_failed", "void")
 

@@ -14,9 +14,9 @@ from billing.accounts import ensure_accounts
 from billing.period_close import closable_periods, close_period
 from billing.stripe import StripeClient
 from billing.stripe_sync import SyncReport, sync_invoices
+from core.db import transaction
+from core.settings import BillingSettings
 from metering.samplers import SampleReport, count_device_days, sample_storage
-from services.db import transaction
-from services.settings import BillingSettings
 
 _EXPIRE_TRIALS = text(
     """

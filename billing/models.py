@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.db import Base, CreatedAt, new_id
+from core.db import Base, CreatedAt, new_id
 
 # Unit prices may carry fractions of a penny (contracts); amounts never do.
 UnitPrice = Numeric(14, 4)

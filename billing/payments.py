@@ -12,8 +12,8 @@ from billing.accounts import standing
 from billing.models import BillingAccount, Invoice
 from billing.stripe import StripeClient, StripeError, StripeUnavailable
 from billing.stripe_sync import StripeSync
-from services.db import transaction
-from services.errors import BadRequest, PaymentRequired, Unavailable
+from core.db import transaction
+from core.errors import BadRequest, PaymentRequired, Unavailable
 
 
 async def set_payment_method(

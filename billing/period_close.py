@@ -20,11 +20,11 @@ from billing.accounts import ensure_accounts, load_segments
 from billing.models import BillingAccount, Invoice, InvoiceLine, NumberSeries, PlanPeriod
 from billing.rating import RatedLine, rate, windows
 from billing.timeline import Segment
+from core.db import transaction
+from core.settings import BillingSettings
 from metering.meters import BILLED
 from metering.periods import Period
-from services.db import transaction
-from services.settings import BillingSettings
-from services.tenants.models import Tenant
+from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from billing.period_close import rate_tenants
 from billing.plans import PlanName, Terms
 from billing.rating import CONTEXT, pounds, to_pence
 from billing.schemas import LimitStatus
+from core.db import utcnow
+from core.errors import PaymentRequired
+from core.settings import BillingSettings
+from fleet.models import Node
 from metering.meters import DEVICE_DAY, EGRESS, GB, STORAGE_SAMPLE, format_gb
 from metering.models import UsageEvent
 from metering.periods import Period
 from registry.models import Blob, ModelVersion
 from registry.service import storage_bytes
-from services.db import utcnow
-from services.errors import PaymentRequired
-from services.fleet.models import Node
-from services.settings import BillingSettings
 
 
 def _how_to_raise(terms: Terms) -> str:
@@ -124,7 +124,8 @@ async def _check_spend(
 
 
 class Quotas:
-    """The registry's ``Quota``: each check in its own short transaction."""
+    """The registry's ``Quota`` (each check in its own short transaction) and the fleet's
+    ``NodeLimit`` (inside the enrollment transaction)."""
 
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], settings: BillingSettings):
         self.sessions = sessions
@@ -138,6 +139,10 @@ class Quotas:
         if terms.blocked:
             raise _blocked(state, terms)
         return state, terms
+
+    async def check_node_limit(self, session: AsyncSession, *, tenant_id: uuid.UUID) -> None:
+        """The fleet's ``NodeLimit``: inside the enrollment's own transaction."""
+        await check_node_limit(session, tenant_id=tenant_id, trial_days=self.settings.trial_days)
 
     async def check_upload_start(
         self, *, tenant_id: uuid.UUID, size: int | None, now: datetime | None = None

@@ -14,6 +14,7 @@ from billing.models import Contract
 from billing.plans import PlanName
 from billing.quotas import limit_status
 from billing.schemas import AccountOut, ContractIn, ContractOut, UsageOverview
+from core.errors import BadRequest, Forbidden, PaymentRequired
 from metering.ingest import (
     EventColumns,
     event_error,
@@ -23,10 +24,9 @@ from metering.ingest import (
     refuse_conflicts,
 )
 from metering.periods import Period
-from metering.reports import usage_report
+from metering.reports import UsageNames, usage_report
 from metering.schemas import ImportResult
-from services.errors import BadRequest, Forbidden, PaymentRequired
-from services.tenants.models import Tenant
+from tenants.models import Tenant
 
 
 async def account(
@@ -120,10 +120,16 @@ async def get_contract(session: AsyncSession, *, tenant_id: uuid.UUID) -> Contra
 
 
 async def usage_overview(
-    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period, now: datetime, trial_days: int
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    period: Period,
+    now: datetime,
+    trial_days: int,
+    names: UsageNames,
 ) -> UsageOverview:
     state = await standing(session, tenant_id=tenant_id, trial_days=trial_days)
-    report = await usage_report(session, tenant_id=tenant_id, period=period)
+    report = await usage_report(session, tenant_id=tenant_id, period=period, names=names)
     # The plan shown is the one in force now, or at the end of a past period.
     terms = state.at(min(now, period.end - timedelta(microseconds=1))).terms
     # Limits describe where the tenant stands now, so only the current period shows them.

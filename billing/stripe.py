@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from services.settings import StripeSettings
+from core.settings import StripeSettings
 
 log = logging.getLogger("hangar.stripe")
 

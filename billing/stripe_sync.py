@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.models import BillingAccount, Invoice, InvoiceLine, StripeRequest
 from billing.stripe import StripeClient, StripeError, StripeUnavailable, StripeUncertain
+from core.db import transaction
 from metering.periods import Period
-from services.db import transaction
-from services.tenants.models import Tenant
+from tenants.models import Tenant
 
 log = logging.getLogger("hangar.stripe")
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.models import BillingAccount, Invoice, StripeEvent
-from services.errors import BadRequest, Unavailable
+from core.errors import BadRequest, Unavailable
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import BadRequest
 from metering.meters import METERS
-from services.errors import BadRequest
 
 FIELDS = (
     "tenant_id",

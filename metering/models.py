@@ -8,7 +8,7 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.db import Base, CreatedAt
+from core.db import Base, CreatedAt
 
 
 class UsageEvent(CreatedAt, Base):

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from services.errors import BadRequest
+from core.errors import BadRequest
 
 _PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
 

@@ -1,4 +1,8 @@
-"""Reading usage back: totals per meter, daily series, egress per node and version."""
+"""Reading usage back: totals per meter, daily series, egress per node and version.
+
+Usage events carry node and model-version ids; the names shown next to them come from
+the layers that own nodes and models, through ``UsageNames`` (wired in ``services``), so
+metering never joins registry or fleet tables."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import uuid
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,10 +21,18 @@ from metering.meters import DEVICE_DAY, EGRESS, GB, INFERENCE, STORAGE_SAMPLE
 from metering.models import UsageEvent
 from metering.periods import Period
 from metering.schemas import DailyUsage, EgressByNode, EgressByVersion, MeterTotals, UsageReport
-from registry.models import Model, ModelVersion
-from services.fleet.models import Node
 
 PLACES = Decimal("0.000001")
+
+
+class UsageNames(Protocol):
+    async def nodes(self, session: AsyncSession, *, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Node id -> node name, for the ids that still exist."""
+
+    async def model_versions(
+        self, session: AsyncSession, *, ids: set[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[str, int]]:
+        """Model version id -> (model name, version number), for the ids that still exist."""
 
 
 def _in(tenant_id: uuid.UUID, start: datetime, end: datetime):
@@ -43,7 +56,7 @@ async def meter_sums(
 
 
 async def usage_report(
-    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period
+    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period, names: UsageNames
 ) -> UsageReport:
     start, end = period.start, period.end
     sums = await meter_sums(session, tenant_id=tenant_id, start=start, end=end)
@@ -65,8 +78,8 @@ async def usage_report(
         hours=period.hours,
         totals=totals,
         daily=await _daily(session, tenant_id, start, end),
-        egress_by_node=await _egress_by_node(session, tenant_id, start, end),
-        egress_by_model_version=await _egress_by_version(session, tenant_id, start, end),
+        egress_by_node=await _egress_by_node(session, tenant_id, start, end, names),
+        egress_by_model_version=await _egress_by_version(session, tenant_id, start, end, names),
     )
 
 
@@ -100,42 +113,42 @@ async def _daily(
     return out
 
 
-async def _egress_by_node(
-    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime
-) -> list[EgressByNode]:
+async def _egress_by(
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime, column
+) -> list[tuple[uuid.UUID | None, int]]:
     rows = await session.execute(
-        select(UsageEvent.node_id, Node.name, func.sum(UsageEvent.quantity).label("total"))
-        .outerjoin(Node, Node.id == UsageEvent.node_id)
+        select(column, func.sum(UsageEvent.quantity))
         .where(*_in(tenant_id, start, end), UsageEvent.meter == EGRESS)
-        .group_by(UsageEvent.node_id, Node.name)
+        .group_by(column)
         .order_by(func.sum(UsageEvent.quantity).desc())
     )
+    return [(key, int(total)) for key, total in rows]
+
+
+async def _egress_by_node(
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime, names: UsageNames
+) -> list[EgressByNode]:
+    sums = await _egress_by(session, tenant_id, start, end, UsageEvent.node_id)
+    known = await names.nodes(session, ids={i for i, _ in sums if i})
     return [
-        EgressByNode(node_id=node_id, node=name, bytes=int(total)) for node_id, name, total in rows
+        EgressByNode(node_id=node_id, node=known.get(node_id), bytes=total)
+        for node_id, total in sums
     ]
 
 
 async def _egress_by_version(
-    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime, names: UsageNames
 ) -> list[EgressByVersion]:
-    # Outer joins: a deleted version's egress is still billed and still listed, by id.
-    rows = await session.execute(
-        select(
-            UsageEvent.model_version_id,
-            Model.name,
-            ModelVersion.number,
-            func.sum(UsageEvent.quantity),
+    # A deleted version's egress is still billed and still listed, by id, without a name.
+    sums = await _egress_by(session, tenant_id, start, end, UsageEvent.model_version_id)
+    known = await names.model_versions(session, ids={i for i, _ in sums if i})
+    out = []
+    for version_id, total in sums:
+        model, number = known.get(version_id, (None, None))
+        out.append(
+            EgressByVersion(model_version_id=version_id, model=model, version=number, bytes=total)
         )
-        .outerjoin(ModelVersion, ModelVersion.id == UsageEvent.model_version_id)
-        .outerjoin(Model, Model.id == ModelVersion.model_id)
-        .where(*_in(tenant_id, start, end), UsageEvent.meter == EGRESS)
-        .group_by(UsageEvent.model_version_id, Model.name, ModelVersion.number)
-        .order_by(func.sum(UsageEvent.quantity).desc())
-    )
-    return [
-        EgressByVersion(model_version_id=vid, model=name, version=number, bytes=int(total))
-        for vid, name, number, total in rows
-    ]
+    return out
 
 
 # One row per day per meter, then egress per node and per model version, for finance.
@@ -162,7 +175,7 @@ RAW_UNITS = {
 
 
 async def usage_export_rows(
-    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period
+    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period, names: UsageNames
 ) -> list[dict]:
     """Raw sums, exactly as recorded (bytes, device-days), so finance can re-derive
     every billed quantity: GB-months = byte-samples / 10^9 / hours in the month."""
@@ -188,7 +201,7 @@ async def usage_export_rows(
         }
         for when, meter, total, count in rows
     ]
-    for node in await _egress_by_node(session, tenant_id, start, end):
+    for node in await _egress_by_node(session, tenant_id, start, end, names):
         out.append(
             {
                 **blank,
@@ -201,7 +214,7 @@ async def usage_export_rows(
                 "node": node.node or "",
             }
         )
-    for version in await _egress_by_version(session, tenant_id, start, end):
+    for version in await _egress_by_version(session, tenant_id, start, end, names):
         out.append(
             {
                 **blank,

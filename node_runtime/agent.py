@@ -17,7 +17,7 @@ from node_runtime.outbox import Outbox
 from node_runtime.serving import Serving
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Syncer
-from node_runtime.wire import Counters, DesiredState, Heartbeat, NodeFacts, ReportBatch
+from wire.contract import Counters, DesiredState, Heartbeat, NodeFacts, ReportBatch
 
 log = logging.getLogger("hangar.node.agent")
 

@@ -35,7 +35,7 @@ def enroll(
     from node_runtime import control, facts, identity
     from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
     from node_runtime.settings import NodeSettings
-    from node_runtime.wire import EnrollRequest
+    from wire.contract import EnrollRequest
 
     # Only an explicit --advertise-url overrides HANGAR_NODE_ADVERTISE_URL.
     given = {"advertise_url": advertise_url} if advertise_url else {}

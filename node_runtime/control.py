@@ -6,7 +6,7 @@ import httpx
 from pydantic import BaseModel
 
 from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
-from node_runtime.wire import (
+from wire.contract import (
     DesiredState,
     EnrollRequest,
     EnrollResponse,

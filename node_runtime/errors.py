@@ -1,4 +1,4 @@
-"""The node runtime's errors. It cannot import ``services.errors``, so it has this
+"""The node runtime's errors. It cannot import ``core.errors``, so it has this
 small hierarchy, mapped in one place (``api.py``) to OpenAI's error shape, which is
 what the node's clients (OpenAI SDKs) parse."""
 

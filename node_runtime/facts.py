@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 from node_runtime import __version__
-from node_runtime.wire import NodeFacts, Resources
+from wire.contract import NodeFacts, Resources
 
 
 def _meminfo(field: str) -> int:

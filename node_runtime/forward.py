@@ -15,7 +15,7 @@ import httpx
 from node_runtime.control import ControlPlane
 from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
 from node_runtime.settings import NodeSettings
-from node_runtime.wire import Peer, is_http_url
+from wire.contract import Peer, is_http_url
 
 log = logging.getLogger("hangar.node.forward")
 

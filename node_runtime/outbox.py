@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from node_runtime.wire import Heartbeat
+from wire.contract import Heartbeat
 
 
 class Outbox:

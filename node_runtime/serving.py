@@ -13,7 +13,7 @@ from node_runtime.errors import DoesNotFit, ModelNotFound, Unavailable
 from node_runtime.runner import ModelRunner
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Entry, Syncer
-from node_runtime.wire import SyncState
+from wire.contract import SyncState
 
 log = logging.getLogger("hangar.node.serving")
 

@@ -12,25 +12,22 @@ from dataclasses import dataclass, field
 from node_runtime.cache import BlobCache, Cancelled
 from node_runtime.identity import Identity
 from node_runtime.settings import NodeSettings
-from node_runtime.wire import DesiredModel, DesiredState, ModelStatus, SyncState
+from wire.contract import DesiredModel, DesiredState, ModelStatus, SyncState
+from wire.refs import format_ref
 
 log = logging.getLogger("hangar.node.sync")
 
 
-def _ref_id(name: str, ref: str) -> str:
-    return f"{name}@{ref}" if ref.startswith("sha256:") else f"{name}:{ref}"
-
-
 def served_id(model: DesiredModel) -> str:
     """How clients name it: NAME:TAG for tag deployments, NAME@sha256:… for pinned ones."""
-    return _ref_id(model.name, model.ref)
+    return format_ref(model.name, model.ref)
 
 
 def served_ids(model: DesiredModel) -> list[str]:
     """Every name it answers to: its ref and the aliases resolving to the same version."""
     ids = [served_id(model)]
     for ref in model.aliases:
-        if (i := _ref_id(model.name, ref)) not in ids:
+        if (i := format_ref(model.name, ref)) not in ids:
             ids.append(i)
     return ids
 

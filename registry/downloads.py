@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.db import transaction, utcnow
+from core.errors import RangeNotSatisfiable
+from core.objectstore import ObjectStore
+from core.settings import RegistrySettings
 from metering.service import record_event
 from registry import service
 from registry.quota import NoQuota, Quota
-from services.db import transaction, utcnow
-from services.errors import RangeNotSatisfiable
-from services.objectstore import ObjectStore
-from services.settings import RegistrySettings
 
 log = logging.getLogger("hangar.registry")
 # ~2 minutes of retries with backoff before an egress write is given up (and logged).

@@ -10,9 +10,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.db import transaction, utcnow
+from core.objectstore import ObjectStore
 from registry.models import Blob, ModelVersion, UploadSession
-from services.db import transaction, utcnow
-from services.objectstore import ObjectStore
 
 # An object younger than this may belong to an upload completing right now.
 ORPHAN_GRACE = timedelta(hours=1)

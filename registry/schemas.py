@@ -1,31 +1,10 @@
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-
-from services.errors import BadRequest
-
-NAME_RULE = "lowercase letters, digits and '-', '_', '.', starting with a letter or digit, at most 128 characters"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def check_name(value: str, *, what: str = "model name") -> str:
-    if not _NAME.fullmatch(value):
-        raise BadRequest(f"invalid {what} {value!r}: use {NAME_RULE}")
-    return value
-
-
-def check_digest(value: str) -> str:
-    if not _DIGEST.fullmatch(value):
-        raise BadRequest(
-            f"invalid digest {value!r}: expected 'sha256:' followed by 64 lowercase hex digits"
-        )
-    return value
 
 
 class VersionOut(BaseModel):

@@ -10,11 +10,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from core.db import utcnow
+from core.errors import BadRequest, NotFound
+from registry.events import ModelChanged
 from registry.models import Blob, Model, ModelVersion, Tag
-from registry.schemas import ModelOut, ModelSummary, VersionOut, check_digest, check_name
-from services.db import utcnow
-from services.errors import BadRequest, NotFound
-from services.fleet.revisions import model_changed
+from registry.schemas import ModelOut, ModelSummary, VersionOut
+from wire.refs import check_digest, check_name, is_digest, is_plain_number
 
 
 async def get_model(session: AsyncSession, *, tenant_id: uuid.UUID, name: str) -> Model:
@@ -80,17 +81,12 @@ async def list_models(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[Mo
     return out
 
 
-def is_number(text: str, *, max_digits: int) -> bool:
-    """Plain ASCII digits that fit the column (``str.isdigit`` also accepts '²')."""
-    return text.isascii() and text.isdigit() and len(text) <= max_digits
-
-
 def resolve_in(model: Model, ref: str) -> ModelVersion:
     """``ref`` is a version number, a tag or a ``sha256:`` digest."""
-    if ref.startswith("sha256:"):
+    if is_digest(ref):
         check_digest(ref)
         found = next((v for v in model.versions if v.digest == ref), None)
-    elif is_number(ref, max_digits=9):
+    elif is_plain_number(ref):
         found = next((v for v in model.versions if v.number == int(ref)), None)
     else:
         tag = next((t for t in model.tags if t.name == ref), None)
@@ -121,6 +117,7 @@ async def add_version(
     tag: str,
     blob: Blob,
     gguf: dict[str, Any],
+    on_change: ModelChanged,
 ) -> ModelVersion:
     """Create (or reuse, for the same digest) a version and point ``tag`` at it."""
     await session.execute(
@@ -153,15 +150,20 @@ async def add_version(
         )
         session.add(version)
         await session.flush()
-    await set_tag(session, model_id=model.id, tag=tag, version_id=version.id)
+    await set_tag(session, model_id=model.id, tag=tag, version_id=version.id, on_change=on_change)
     return version
 
 
 async def set_tag(
-    session: AsyncSession, *, model_id: uuid.UUID, tag: str, version_id: uuid.UUID
+    session: AsyncSession,
+    *,
+    model_id: uuid.UUID,
+    tag: str,
+    version_id: uuid.UUID,
+    on_change: ModelChanged,
 ) -> None:
     check_name(tag, what="tag")
-    if tag.startswith("sha256") or is_number(tag, max_digits=128):
+    if tag.startswith("sha256") or is_plain_number(tag, max_digits=128):
         raise BadRequest(f"invalid tag {tag!r}: a tag cannot look like a version number or digest")
     stmt = insert(Tag).values(
         model_id=model_id, name=tag, version_id=version_id, updated_at=utcnow()
@@ -173,37 +175,45 @@ async def set_tag(
         )
     )
     # Nodes following this model by tag must fetch their desired state again.
-    await model_changed(session, model_id=model_id)
+    await on_change(session, model_id=model_id)
 
 
 async def move_tag(
-    session: AsyncSession, *, tenant_id: uuid.UUID, name: str, tag: str, number: int
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    name: str,
+    tag: str,
+    number: int,
+    on_change: ModelChanged,
 ) -> ModelOut:
     model = await get_model(session, tenant_id=tenant_id, name=name)
     version = resolve_in(model, str(number))
-    await set_tag(session, model_id=model.id, tag=tag, version_id=version.id)
+    await set_tag(session, model_id=model.id, tag=tag, version_id=version.id, on_change=on_change)
     session.expire_all()
     return model_out(await get_model(session, tenant_id=tenant_id, name=name))
 
 
-async def delete_tag(session: AsyncSession, *, tenant_id: uuid.UUID, name: str, tag: str) -> None:
+async def delete_tag(
+    session: AsyncSession, *, tenant_id: uuid.UUID, name: str, tag: str, on_change: ModelChanged
+) -> None:
     model = await get_model(session, tenant_id=tenant_id, name=name)
     found = next((t for t in model.tags if t.name == tag), None)
     if found is None:
         raise NotFound(f"model {name!r} has no tag {tag!r}")
     await session.delete(found)
     await session.flush()
-    await model_changed(session, model_id=model.id)
+    await on_change(session, model_id=model.id)
 
 
 async def delete_version(
-    session: AsyncSession, *, tenant_id: uuid.UUID, name: str, ref: str
+    session: AsyncSession, *, tenant_id: uuid.UUID, name: str, ref: str, on_change: ModelChanged
 ) -> None:
     """Delete a version and the tags on it. Its blob stays until the GC job finds
     no version of this tenant still using it."""
     model, version = await resolve(session, tenant_id=tenant_id, name=name, ref=ref)
     # Before the delete: if it was the last version, the model's deployments go with it.
-    await model_changed(session, model_id=model.id)
+    await on_change(session, model_id=model.id)
     # Core deletes: the database cascades to tags (and versions), so the ORM never
     # tries to delete child rows that are already gone.
     if len(model.versions) == 1:  # the last one: the model goes too
@@ -211,6 +221,20 @@ async def delete_version(
     else:
         await session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))
     session.expunge(model)
+
+
+async def version_names(
+    session: AsyncSession, *, ids: set[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, int]]:
+    """Version id -> (model name, number), for usage reports; deleted versions are absent."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(ModelVersion.id, Model.name, ModelVersion.number)
+        .join(Model, Model.id == ModelVersion.model_id)
+        .where(ModelVersion.id.in_(ids))
+    )
+    return {vid: (name, number) for vid, name, number in rows}
 
 
 async def storage_bytes(session: AsyncSession, *, tenant_id: uuid.UUID) -> int:

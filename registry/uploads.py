@@ -23,15 +23,17 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.db import transaction, utcnow
+from core.errors import BadRequest, Conflict, NotFound
+from core.objectstore import ObjectStore
+from core.settings import RegistrySettings
 from registry import service
+from registry.events import ModelChanged, nobody_listens
 from registry.gguf import GGUFInfo, InvalidGGUF, parse_header
 from registry.models import Blob, UploadSession
 from registry.quota import NoQuota, Quota
-from registry.schemas import PushResult, check_digest, check_name
-from services.db import transaction, utcnow
-from services.errors import BadRequest, Conflict, NotFound
-from services.objectstore import ObjectStore
-from services.settings import RegistrySettings
+from registry.schemas import PushResult
+from wire.refs import check_digest, check_name
 
 S3_MIN_PART = 5 * 1024 * 1024
 
@@ -53,11 +55,13 @@ class Uploads:
         store: ObjectStore,
         settings: RegistrySettings,
         quota: Quota | None = None,
+        on_change: ModelChanged = nobody_listens,
     ):
         self.sessions = sessions
         self.store = store
         self.settings = settings
         self.quota = quota or NoQuota()
+        self.on_change = on_change
         self._progress: dict[uuid.UUID, _Progress] = {}
         self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -369,6 +373,7 @@ class Uploads:
                 tag=upload.tag,
                 blob=blob,
                 gguf=gguf,
+                on_change=self.on_change,
             )
             model = await service.get_model(
                 session, tenant_id=upload.tenant_id, name=upload.model_name

@@ -8,11 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.quotas import Quotas
 from billing.stripe import StripeClient
+from core.db import make_engine, make_sessionmaker
+from core.objectstore import ObjectStore
+from core.settings import Settings
+from fleet.revisions import model_changed
 from registry.downloads import Downloads
 from registry.uploads import Uploads
-from services.db import make_engine, make_sessionmaker
-from services.objectstore import ObjectStore
-from services.settings import Settings
+from services.usage_names import UsageNames
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Components:
     downloads: Downloads
     quotas: Quotas
     stripe: StripeClient
+    usage_names: UsageNames
 
     @classmethod
     def build(cls, settings: Settings) -> Components:
@@ -38,13 +41,18 @@ class Components:
             sessions=sessions,
             store=store,
             uploads=Uploads(
-                sessions=sessions, store=store, settings=settings.registry, quota=quotas
+                sessions=sessions,
+                store=store,
+                settings=settings.registry,
+                quota=quotas,
+                on_change=model_changed,
             ),
             downloads=Downloads(
                 sessions=sessions, store=store, settings=settings.registry, quota=quotas
             ),
             quotas=quotas,
             stripe=StripeClient(settings.stripe),
+            usage_names=UsageNames(),
         )
 
     async def close(self) -> None:

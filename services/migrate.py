@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from services.db import async_url
+from core.db import async_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -15,10 +15,10 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 
 from billing import jobs as billing_jobs
+from core.db import transaction, utcnow
+from fleet.nodes import mark_offline
 from registry.gc import collect_garbage
 from services.components import Components
-from services.db import transaction, utcnow
-from services.fleet.nodes import mark_offline
 
 log = logging.getLogger("hangar.jobs")
 

@@ -15,17 +15,17 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from services.api.app import create_app
-from services.components import Components
-from services.embedded import EmbeddedPostgres, EmbeddedS3
-from services.migrate import upgrade
-from services.settings import (
+from core.settings import (
     DatabaseSettings,
     RegistrySettings,
     S3Settings,
     Settings,
     StripeSettings,
 )
+from services.api.app import create_app
+from services.components import Components
+from services.embedded import EmbeddedPostgres, EmbeddedS3
+from services.migrate import upgrade
 from tests.billing.scripts import Operator
 from tests.factories import Tenants
 from tests.localstripe_server import LocalStripe

@@ -12,13 +12,13 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components as OAComponents
 from litestar.openapi.spec import SecurityScheme
 
+from core.settings import Settings
 from services.api import billing, fleet, health, invoices, registry, tenants, usage
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
 from services.api.metrics import metrics_middleware
 from services.components import Components
-from services.settings import Settings
 
 
 def create_app(settings: Settings, components: Components | None = None) -> Litestar:

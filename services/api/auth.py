@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from litestar import Request
 
-from node_runtime.wire import NODE_CREDENTIAL_PREFIX
+from core.db import transaction
+from core.errors import Forbidden, Unauthorized
+from fleet import nodes
 from services.components import Components
-from services.db import transaction
-from services.errors import Forbidden, Unauthorized
-from services.fleet import nodes
-from services.tenants import service as tenants
-from services.tenants.schemas import Scope
+from tenants import service as tenants
+from tenants.schemas import Scope
+from wire.contract import NODE_CREDENTIAL_PREFIX
 
 # Not a Scope an API key can carry: only a node credential grants it.
 NODE_SCOPE = "node"

@@ -22,9 +22,9 @@ from billing.schemas import (
     SpendCap,
     TenantPlanChoice,
 )
+from core.db import utcnow
 from services.api.auth import Principal, provide_operator
 from services.components import Components
-from services.db import utcnow
 
 log = logging.getLogger("hangar.api")
 

@@ -9,7 +9,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from services.errors import HangarError
+from core.errors import HangarError
+from wire.refs import InvalidRef
 
 log = logging.getLogger("hangar.api")
 
@@ -26,6 +27,12 @@ def hangar_error(_: Request, exc: HangarError) -> Response:
         headers=exc.headers,
         media_type=MediaType.JSON,
     )
+
+
+def invalid_ref(_: Request, exc: InvalidRef) -> Response:
+    # wire.refs sits below the error hierarchy (the node imports it too), so its
+    # ValueError becomes a 400 here, with the same shape as every other one.
+    return Response(_body("bad_request", str(exc)), status_code=400, media_type=MediaType.JSON)
 
 
 def validation_error(_: Request, exc: ValidationException) -> Response:
@@ -102,6 +109,7 @@ def _name(status: int) -> str:
 
 HANDLERS = {
     HangarError: hangar_error,
+    InvalidRef: invalid_ref,
     ValidationException: validation_error,
     HTTPException: http_error,
     DBAPIError: database_error,

@@ -3,7 +3,6 @@ routes the node runtime calls with its own credential. Thin: auth, one service c
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import timedelta
 
@@ -11,22 +10,9 @@ from litestar import Controller, delete, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node_runtime.wire import (
-    DesiredState,
-    EnrollRequest,
-    EnrollResponse,
-    Heartbeat,
-    HeartbeatReply,
-    PeerList,
-    ReportBatch,
-    ReportBatchReply,
-)
-from services.api.auth import Principal
-from services.components import Components
-from services.db import utcnow
-from services.errors import BadRequest
-from services.fleet import deployments, heartbeats, nodes, tokens
-from services.fleet.schemas import (
+from core.db import utcnow
+from fleet import deployments, heartbeats, nodes, tokens
+from fleet.schemas import (
     DeploymentCreate,
     DeploymentOut,
     EnrollmentTokenCreate,
@@ -36,9 +22,20 @@ from services.fleet.schemas import (
     NodeOut,
     NodeReportOut,
 )
-from services.tenants.schemas import Scope
-
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+from services.api.auth import Principal
+from services.components import Components
+from tenants.schemas import Scope
+from wire.contract import (
+    DesiredState,
+    EnrollRequest,
+    EnrollResponse,
+    Heartbeat,
+    HeartbeatReply,
+    PeerList,
+    ReportBatch,
+    ReportBatchReply,
+)
+from wire.refs import check_digest
 
 
 def _offline_after(hangar: Components) -> timedelta:
@@ -208,7 +205,7 @@ class NodeAgentController(Controller):
             db,
             request=data,
             heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds,
-            trial_days=hangar.settings.billing.trial_days,
+            node_limit=hangar.quotas,
         )
 
     @post("/heartbeat", status_code=200)
@@ -243,8 +240,8 @@ class NodeAgentController(Controller):
         self, db: AsyncSession, hangar: Components, principal: Principal, digest: str | None = None
     ) -> PeerList:
         """Same-tenant nodes online now; with ``digest``, only those holding it ready."""
-        if digest is not None and not _DIGEST.fullmatch(digest):
-            raise BadRequest("digest: expected 'sha256:' followed by 64 lowercase hex digits")
+        if digest is not None:
+            check_digest(digest)
         found = await heartbeats.peers(
             db,
             tenant_id=principal.tenant_id,

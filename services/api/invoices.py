@@ -13,12 +13,12 @@ from billing import invoices
 from billing.accounts import resolve_tenant
 from billing.export import export_rows, to_csv
 from billing.schemas import CreditNoteIn, CreditNoteOut, InvoiceOut, InvoiceSummary, LineUsage
+from core.db import utcnow
 from metering.periods import Period
 from services.api.auth import Principal, provide_operator
 from services.api.usage import period_or_current
 from services.components import Components
-from services.db import utcnow
-from services.tenants.schemas import Scope
+from tenants.schemas import Scope
 
 Format = Literal["csv", "json"]
 

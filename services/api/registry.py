@@ -9,6 +9,9 @@ from litestar import Controller, Request, Response, delete, get, head, patch, po
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import BadRequest
+from fleet import deployments as fleet_deployments
+from fleet.revisions import model_changed
 from registry import service
 from registry.downloads import Download
 from registry.schemas import (
@@ -21,12 +24,10 @@ from registry.schemas import (
     UploadOut,
     VersionOut,
 )
-from registry.service import is_number
 from services.api.auth import Principal
 from services.components import Components
-from services.errors import BadRequest
-from services.fleet import deployments as fleet_deployments
-from services.tenants.schemas import Scope
+from tenants.schemas import Scope
+from wire.refs import is_plain_number
 
 
 def upload_out(upload) -> UploadOut:
@@ -42,7 +43,7 @@ def upload_out(upload) -> UploadOut:
 
 def _offset(request: Request) -> int:
     raw = request.headers.get("upload-offset", "")
-    if not is_number(raw, max_digits=19):
+    if not is_plain_number(raw, max_digits=19):
         raise BadRequest(
             "send the byte offset this body starts at in the 'Upload-Offset' header "
             "(GET /v1/uploads/{id} tells how many bytes are committed)"
@@ -52,7 +53,7 @@ def _offset(request: Request) -> int:
 
 def _content_length(request: Request) -> int | None:
     raw = request.headers.get("content-length", "")
-    return int(raw) if is_number(raw, max_digits=19) else None
+    return int(raw) if is_plain_number(raw, max_digits=19) else None
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
@@ -105,7 +106,9 @@ class ModelController(Controller):
         self, db: AsyncSession, principal: Principal, name: str, ref: str
     ) -> None:
         principal.require_admin()
-        await service.delete_version(db, tenant_id=principal.tenant_id, name=name, ref=ref)
+        await service.delete_version(
+            db, tenant_id=principal.tenant_id, name=name, ref=ref, on_change=model_changed
+        )
 
     @put("/{name:str}/tags/{tag:str}")
     async def move_tag(
@@ -113,13 +116,20 @@ class ModelController(Controller):
     ) -> ModelOut:
         principal.require_admin()
         return await service.move_tag(
-            db, tenant_id=principal.tenant_id, name=name, tag=tag, number=data.version
+            db,
+            tenant_id=principal.tenant_id,
+            name=name,
+            tag=tag,
+            number=data.version,
+            on_change=model_changed,
         )
 
     @delete("/{name:str}/tags/{tag:str}")
     async def delete_tag(self, db: AsyncSession, principal: Principal, name: str, tag: str) -> None:
         principal.require_admin()
-        await service.delete_tag(db, tenant_id=principal.tenant_id, name=name, tag=tag)
+        await service.delete_tag(
+            db, tenant_id=principal.tenant_id, name=name, tag=tag, on_change=model_changed
+        )
 
     @post("/{name:str}/versions", status_code=201, request_max_body_size=None)
     async def push(

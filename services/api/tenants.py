@@ -9,8 +9,8 @@ from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import Principal, provide_operator
-from services.tenants import service
-from services.tenants.schemas import (
+from tenants import service
+from tenants.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,

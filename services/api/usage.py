@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import service
 from billing.schemas import UsageOverview
+from core.db import utcnow
+from core.errors import BadRequest
 from metering.periods import Period
 from metering.reports import export_csv, usage_export_rows
 from metering.schemas import ImportResult
 from services.api.auth import Principal, provide_operator
 from services.components import Components
-from services.db import utcnow
-from services.errors import BadRequest
-from services.tenants.schemas import Scope
+from tenants.schemas import Scope
 
 # 100,000 events of a few hundred bytes each, with room to spare.
 IMPORT_MAX_BODY = 64 * 1024 * 1024
@@ -46,6 +46,7 @@ class UsageController(Controller):
             period=period_or_current(period),
             now=utcnow(),
             trial_days=hangar.settings.billing.trial_days,
+            names=hangar.usage_names,
         )
 
     @get("/export")
@@ -53,6 +54,7 @@ class UsageController(Controller):
         self,
         db: AsyncSession,
         principal: Principal,
+        hangar: Components,
         period: str | None = None,
         format: Literal["csv", "json"] = "csv",
     ) -> Response:
@@ -61,7 +63,9 @@ class UsageController(Controller):
         version."""
         principal.require(Scope.finance)
         chosen = period_or_current(period)
-        rows = await usage_export_rows(db, tenant_id=principal.tenant_id, period=chosen)
+        rows = await usage_export_rows(
+            db, tenant_id=principal.tenant_id, period=chosen, names=hangar.usage_names
+        )
         if format == "json":
             return Response(rows, media_type=MediaType.JSON)
         return Response(

@@ -31,7 +31,7 @@ billing.register(app, tenants)
 
 
 def _settings():
-    from services.settings import Settings
+    from core.settings import Settings
 
     return Settings()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import uvicorn
 from pydantic import SecretStr
 
+from core.settings import Settings
 from services.cli.client import out
-from services.settings import Settings
 
 log = logging.getLogger("hangar")
 

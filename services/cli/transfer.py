@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 from services.cli.client import check, client, fail, out
+from wire.refs import InvalidRef, parse_ref
 
 CHUNK = 1024 * 1024
 RETRIES = 8
@@ -44,12 +45,13 @@ def sha256_file(path: Path, progress: Progress) -> str:
 
 
 def split_ref(ref: str) -> tuple[str, str]:
-    """``name``, ``name:tag`` or ``name@sha256:...`` -> (name, version ref)."""
-    if "@" in ref:
-        name, _, digest = ref.partition("@")
-        return name, digest
-    name, _, tag = ref.partition(":")
-    return name, tag or "latest"
+    """``name``, ``name:tag``, ``name:3`` or ``name@sha256:...`` -> (name, version ref);
+    a malformed one ends the command before any byte moves."""
+    try:
+        parsed = parse_ref(ref)
+    except InvalidRef as exc:
+        fail(str(exc))
+    return parsed.name, parsed.ref
 
 
 def _state_file(digest: str, name: str, tag: str) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from services.fleet.models import Node
+from fleet.models import Node
 
 GB = 10**9
 

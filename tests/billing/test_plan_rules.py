@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import delete
 
 from billing.models import PlanPeriod
-from services.db import utcnow
+from core.db import utcnow
 from services.scheduler import run_job
 from tests.billing.scripts import GB, at, egress
 

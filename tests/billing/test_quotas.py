@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 
 from billing.quotas import check_node_limit
+from core.db import utcnow
+from core.errors import PaymentRequired
+from fleet.models import Node
 from registry.models import Blob, Model, ModelVersion
-from services.db import utcnow
-from services.errors import PaymentRequired
-from services.fleet.models import Node
 from tests.billing.scripts import GB, add_node, egress
 from tests.factories import write_gguf
 

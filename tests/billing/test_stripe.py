@@ -14,7 +14,7 @@ import pytest
 from billing.stripe import StripeClient
 from billing.stripe_sync import sync_invoices
 from billing.webhooks import sign
-from services.db import utcnow
+from core.db import utcnow
 from services.scheduler import run_job
 from tests.billing.scripts import GB, at, device_days, egress
 from tests.conftest import STRIPE_KEY, WEBHOOK_SECRET

@@ -11,8 +11,8 @@ from sqlalchemy import update
 
 from billing.models import BillingAccount
 from billing.quotas import check_node_limit
-from services.db import utcnow
-from services.errors import PaymentRequired
+from core.db import utcnow
+from core.errors import PaymentRequired
 from services.scheduler import run_job
 from tests.billing.scripts import at
 from tests.factories import write_gguf

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from services.db import transaction, utcnow
-from services.fleet.models import Node
+from core.db import transaction, utcnow
+from fleet.models import Node
 from services.scheduler import run_job
 from tests.factories import FACTS, enroll_node, write_gguf
 

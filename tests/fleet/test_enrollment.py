@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from services.fleet.models import EnrollmentToken
+from fleet.models import EnrollmentToken
 from tests.factories import FACTS, enroll_node, enroll_token, write_gguf
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.db import utcnow
+from core.db import utcnow
 from tests.billing.scripts import GB, add_node, at, egress
 from tests.factories import write_gguf
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
+from core.errors import Unavailable
 from registry import gc
-from services.errors import Unavailable
 from tests.factories import write_gguf
 
 

@@ -13,11 +13,11 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from core.settings import DatabaseSettings, S3Settings, Settings
 from services.api.app import create_app
 from services.components import Components
 from services.embedded import EmbeddedPostgres, EmbeddedS3, free_port
 from services.migrate import upgrade
-from services.settings import DatabaseSettings, S3Settings, Settings
 from tests.factories import Tenants, write_gguf
 
 

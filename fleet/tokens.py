@@ -9,23 +9,23 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node_runtime.wire import (
-    ENROLLMENT_TOKEN_PREFIX,
-    NODE_CREDENTIAL_PREFIX,
-    EnrollRequest,
-    EnrollResponse,
-)
-from services.db import utcnow
-from services.errors import Forbidden, NotFound, Unauthorized
-from services.fleet.limits import check_node_limit
-from services.fleet.models import EnrollmentToken, Node
-from services.fleet.schemas import (
+from core.db import utcnow
+from core.errors import Forbidden, NotFound, Unauthorized
+from core.secrets import hash_secret
+from fleet.limits import NodeLimit
+from fleet.models import EnrollmentToken, Node
+from fleet.schemas import (
     EnrollmentTokenCreated,
     EnrollmentTokenOut,
     TokenState,
     check_labels,
 )
-from services.tenants.service import hash_secret
+from wire.contract import (
+    ENROLLMENT_TOKEN_PREFIX,
+    NODE_CREDENTIAL_PREFIX,
+    EnrollRequest,
+    EnrollResponse,
+)
 
 NEW_TOKEN = "ask a tenant admin for a new one (`hangar enroll-tokens create`)"
 
@@ -137,10 +137,14 @@ async def _usable_token(session: AsyncSession, secret: str) -> EnrollmentToken:
 
 
 async def enroll(
-    session: AsyncSession, *, request: EnrollRequest, heartbeat_seconds: float, trial_days: int
+    session: AsyncSession,
+    *,
+    request: EnrollRequest,
+    heartbeat_seconds: float,
+    node_limit: NodeLimit,
 ) -> EnrollResponse:
     token = await _usable_token(session, request.token)
-    await check_node_limit(session, tenant_id=token.tenant_id, trial_days=trial_days)
+    await node_limit.check_node_limit(session, tenant_id=token.tenant_id)
     credential = NODE_CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     node = Node(

@@ -8,41 +8,15 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from node_runtime.wire import DesiredModel, DesiredState
+from core.errors import BadRequest, NotFound
+from fleet.models import Deployment, Node
+from fleet.nodes import get_node
+from fleet.revisions import bump_deployment_targets, targets
+from fleet.schemas import DeploymentOut, check_labels
 from registry import service as registry
 from registry.models import Model
-from registry.schemas import check_digest, check_name
-from services.errors import BadRequest, NotFound
-from services.fleet.models import Deployment, Node
-from services.fleet.nodes import get_node
-from services.fleet.revisions import bump_deployment_targets
-from services.fleet.schemas import DeploymentOut, check_labels
-
-REF_HELP = (
-    "name the model as NAME:TAG (follows the tag when it moves) or NAME@sha256:<hex> (one version)"
-)
-
-
-def parse_model_ref(value: str) -> tuple[str, str]:
-    if "@" in value:
-        name, _, digest = value.partition("@")
-        return check_name(name), check_digest(digest)
-    name, _, tag = value.partition(":")
-    if not name:
-        raise BadRequest(f"invalid model {value!r}: {REF_HELP}")
-    tag = tag or "latest"
-    if tag.isdigit():
-        raise BadRequest(
-            f"invalid model {value!r}: deploy a tag or a digest, not a version number; {REF_HELP}"
-        )
-    return check_name(name), check_name(tag, what="tag")
-
-
-def _targets():
-    return or_(
-        Deployment.node_id == Node.id,
-        and_(Deployment.selector.is_not(None), Node.labels.contains(Deployment.selector)),
-    )
+from wire.contract import DesiredModel, DesiredState
+from wire.refs import parse_tag_ref
 
 
 async def create_deployment(
@@ -57,7 +31,8 @@ async def create_deployment(
         raise BadRequest(
             "give exactly one target: a node id (--node ID) or a label selector (--label k=v)"
         )
-    name, ref = parse_model_ref(model)
+    target = parse_tag_ref(model)
+    name, ref = target.name, target.ref
     found, _ = await registry.resolve(session, tenant_id=tenant_id, name=name, ref=ref)
     if node_id is not None:
         await get_node(session, tenant_id=tenant_id, node_id=node_id)
@@ -93,7 +68,7 @@ async def list_deployments(
                     and_(
                         Node.tenant_id == Deployment.tenant_id,
                         Node.revoked_at.is_(None),
-                        _targets(),
+                        targets(),
                     ),
                 )
                 .where(Deployment.id.in_([d.id for d in deployments]))

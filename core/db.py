@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 
 # Stable constraint names so Alembic autogenerate and hand-written migrations agree.
 NAMING = {

@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Unique
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.db import Base, CreatedAt, new_id, utcnow
+from core.db import Base, CreatedAt, new_id, utcnow
 
 
 class EnrollmentToken(CreatedAt, Base):

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ARRAY, DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.db import Base, CreatedAt, new_id
+from core.db import Base, CreatedAt, new_id
 
 
 class Tenant(CreatedAt, Base):

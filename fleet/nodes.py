@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node_runtime.wire import Counters, ModelStatus, Resources
-from services.db import utcnow
-from services.errors import NotFound, Unauthorized
-from services.fleet.models import Node, NodeReport
-from services.fleet.revisions import bump_nodes
-from services.fleet.schemas import NodeOut, NodeReportOut, NodeState, check_labels
-from services.tenants.service import hash_secret
+from core.db import utcnow
+from core.errors import NotFound, Unauthorized
+from core.secrets import hash_secret
+from fleet.models import Node, NodeReport
+from fleet.revisions import bump_nodes
+from fleet.schemas import NodeOut, NodeReportOut, NodeState, check_labels
+from wire.contract import Counters, ModelStatus, Resources
 
 
 def node_state(node: Node, *, now: datetime, offline_after: timedelta) -> NodeState:
@@ -84,6 +84,13 @@ async def list_nodes(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[Nod
             select(Node).where(Node.tenant_id == tenant_id).order_by(Node.name, Node.id)
         )
     )
+
+
+async def names(session: AsyncSession, *, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Node id -> name, for usage reports (revoked nodes keep their name)."""
+    if not ids:
+        return {}
+    return dict((await session.execute(select(Node.id, Node.name).where(Node.id.in_(ids)))).all())
 
 
 async def get_node(session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID) -> Node:

@@ -19,8 +19,8 @@ from minio import Minio
 from minio.datatypes import Part
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from services.errors import StorageInconsistent, Unavailable
-from services.settings import S3Settings
+from core.errors import StorageInconsistent, Unavailable
+from core.settings import S3Settings
 
 T = TypeVar("T")
 log = logging.getLogger("hangar.s3")

@@ -12,9 +12,12 @@ from sqlalchemy import case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import utcnow
+from core.errors import Unauthorized
+from fleet.models import Node, NodeReport
 from metering.meters import INFERENCE
 from metering.service import record_event
-from node_runtime.wire import (
+from wire.contract import (
     Counters,
     Heartbeat,
     Peer,
@@ -23,9 +26,6 @@ from node_runtime.wire import (
     SyncState,
     is_http_url,
 )
-from services.db import utcnow
-from services.errors import Unauthorized
-from services.fleet.models import Node, NodeReport
 
 
 def _report(beat: Heartbeat) -> dict:

@@ -1,5 +1,5 @@
 """What the fleet API takes and returns to tenant admins. What nodes send and
-receive is in ``node_runtime.wire``, the contract both sides import."""
+receive is in ``wire.contract``, the contract both sides import."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from node_runtime.wire import Counters, ModelStatus, Resources, Text
-from services.errors import BadRequest
+from core.errors import BadRequest
+from wire.contract import Counters, ModelStatus, Resources, Text
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 LABEL_RULE = (

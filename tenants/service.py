@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from datetime import timedelta
@@ -11,17 +10,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.db import utcnow
-from services.errors import Conflict, NotFound, Unauthorized
-from services.tenants.models import ApiKey, Tenant
-from services.tenants.schemas import ApiKeyCreated, ApiKeyOut, Plan, Scope
+from core.db import utcnow
+from core.errors import Conflict, NotFound, Unauthorized
+from core.secrets import hash_secret
+from tenants.models import ApiKey, Tenant
+from tenants.schemas import ApiKeyCreated, ApiKeyOut, Plan, Scope
 
 KEY_PREFIX = "hgr_"
-
-
-def hash_secret(secret: str) -> str:
-    # Keys are 256 random bits, so a plain SHA-256 is enough (no need for a slow KDF).
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def key_out(key: ApiKey) -> ApiKeyOut:

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.fleet.models import Deployment, Node
+from fleet.models import Deployment, Node
 
 
-def _targets(deployment: type[Deployment] = Deployment):
+def targets(deployment: type[Deployment] = Deployment):
     """SQL condition: ``deployment`` selects the current ``nodes`` row."""
     return or_(
         deployment.node_id == Node.id,
@@ -32,7 +32,7 @@ async def bump_nodes(session: AsyncSession, *, node_ids: Iterable[uuid.UUID]) ->
 async def bump_deployment_targets(session: AsyncSession, *, deployment_id: uuid.UUID) -> None:
     targeted = exists(
         select(Deployment.id).where(
-            Deployment.id == deployment_id, Deployment.tenant_id == Node.tenant_id, _targets()
+            Deployment.id == deployment_id, Deployment.tenant_id == Node.tenant_id, targets()
         )
     )
     await session.execute(
@@ -47,7 +47,7 @@ async def model_changed(session: AsyncSession, *, model_id: uuid.UUID) -> None:
     """A tag of this model moved or a version went away: re-target its followers."""
     following = exists(
         select(Deployment.id).where(
-            Deployment.model_id == model_id, Deployment.tenant_id == Node.tenant_id, _targets()
+            Deployment.model_id == model_id, Deployment.tenant_id == Node.tenant_id, targets()
         )
     )
     await session.execute(
