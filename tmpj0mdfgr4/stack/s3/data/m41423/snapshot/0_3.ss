@@ -1,2 +1,0 @@
-9ef8d3f7
-{"lastIndex":3,"lastTerm":0,"peers":[{"name":"127.0.0.1:41423.33935","connectionString":"127.0.0.1:33935"}],"state":"eyJtYXhWb2x1bWVJZCI6MCwidG9wb2xvZ3lJZCI6ImRjODYxN2RkLTFkN2EtNDIzOS1iZGM3LTJkMWQ5YTM2Y2Q1YSJ9","path":"tmpj0mdfgr4/stack/s3/data/m41423/snapshot/0_3.ss"}
