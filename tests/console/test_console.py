@@ -241,3 +241,26 @@ async def test_operator_creates_a_tenant_and_runs_a_job(console, settings):
     await c.page.get_by_role("button", name="Run now").click()
     await expect(c.page.locator("#job-result")).to_contain_text("device-count")
     await c.shot("operator")
+
+
+async def test_disable_asks_first_and_revoke_can_be_cancelled(console, tenants):
+    t = await tenants.create()
+    node = await enroll_node(t, name="edge-9")
+    c = await console(t.key)
+    await c.goto(f"/console/nodes/{node.id}")
+    state = c.page.locator("main p .state").first
+    before = await state.inner_text()
+    assert before in ("online", "offline")
+
+    c.page.once("dialog", lambda dialog: dialog.dismiss())
+    await c.page.get_by_role("button", name="Revoke").click()
+    await expect(state).to_have_text(before)
+
+    c.page.once("dialog", lambda dialog: dialog.accept())
+    await c.page.get_by_role("button", name="Disable").click()
+    await expect(state).to_have_text("disabled")
+    await c.shot("node-disabled")
+    shown = (await t.request("GET", f"/v1/nodes/{node.id}")).json()
+    assert shown["state"] == "disabled"
+    await c.page.get_by_role("button", name="Enable").click()
+    await expect(state).to_have_text(before)
