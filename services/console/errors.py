@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -29,7 +29,12 @@ def _page(status: int, message: str, detail=None) -> Template:
 def hangar_error(request: Request, exc: HangarError) -> Response:
     if isinstance(exc, Unauthorized) and request.method == "GET":
         # Not signed in (or the session ended): the sign-in page, then back here.
-        return Redirect(f"/console/login?next={quote(request.url.path)}&why={quote(exc.message)}")
+        page = urlparse(request.headers.get("hx-current-url", "")).path or request.url.path
+        login = f"/console/login?next={quote(page)}&why={quote(exc.message)}"
+        if request.headers.get("hx-request"):
+            # An htmx poll: send the whole page to sign in, not the form into a table.
+            return Response("", status_code=401, headers={"HX-Redirect": login})
+        return Redirect(login)
     return _page(exc.status, exc.message, exc.detail)
 
 

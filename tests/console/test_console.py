@@ -222,13 +222,15 @@ async def test_cookie_is_httponly_strict_and_holds_no_key(console, tenants):
     (session,) = [k for k in await c.context.cookies() if k["name"] == "hangar_console"]
     assert session["httpOnly"] and session["sameSite"] == "Strict" and session["expires"] > 0
     assert t.key not in session["value"]
-    # Revoking the key ends its console sessions at once.
+    # Revoking the key ends its console sessions at once: the open Nodes page's next
+    # live update takes the browser to the sign-in page, which leads back here.
+    await c.goto("/console/nodes")
     keys = (await t.request("GET", "/v1/keys/")).json()
     admin = next(k for k in keys if k["name"] == "admin")
     other = await t.key_with("admin")
     await t.http.delete(f"/v1/keys/{admin['id']}", headers={"Authorization": f"Bearer {other}"})
-    await c.goto("/console/nodes")
-    await expect(c.page).to_have_title("Sign in · Hangar console")
+    await expect(c.page).to_have_title("Sign in · Hangar console", timeout=20_000)
+    assert "next=/console/nodes" in c.page.url
 
 
 async def test_operator_creates_a_tenant_and_runs_a_job(console, settings):
