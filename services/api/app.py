@@ -19,6 +19,7 @@ from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
 from services.api.metrics import metrics_middleware
 from services.components import Components
+from services.console import console_router, template_config
 
 
 def create_app(settings: Settings, components: Components | None = None) -> Litestar:
@@ -51,7 +52,9 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             billing.AccountController,
             billing.TenantBillingController,
             billing.stripe_webhook,
+            console_router(settings),
         ],
+        template_config=template_config(),
         dependencies={
             "hangar": Provide(provide_components, sync_to_thread=False),
             "db": Provide(provide_db),

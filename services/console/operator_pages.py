@@ -1,0 +1,103 @@
+"""The platform operator's pages: tenants, their plans, and running a job by hand."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from litestar import Request, get, post
+from litestar.response import Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.accounts import resolve_tenant, set_plan
+from billing.plans import PlanName
+from core.db import utcnow
+from core.errors import BadRequest
+from services.components import Components
+from services.console.render import back, form, page, required
+from services.console.session import PATH, ConsoleUser
+from services.scheduler import JOBS, run_job
+from tenants import service as tenants
+from tenants.schemas import Plan, Scope
+
+# What the API's PlanChange accepts (lapsed is reached only by the trial ending).
+PLANS = ["trial", "starter", "payg", "enterprise"]
+
+
+async def _operator_page(db: AsyncSession, user: ConsoleUser, **context) -> Response:
+    found = await tenants.list_tenants(db)
+    return page(
+        "operator.html",
+        user,
+        "Operator",
+        nav="operator",
+        tenants=found,
+        plans=PLANS,
+        jobs=list(JOBS.values()),
+        **context,
+    )
+
+
+@get("/operator")
+async def operator_page(db: AsyncSession, user: ConsoleUser) -> Response:
+    user.require_operator()
+    return await _operator_page(db, user)
+
+
+@post("/operator/tenants")
+async def create_tenant(request: Request, db: AsyncSession, user: ConsoleUser) -> Response:
+    user.require_operator()
+    data = await form(request)
+    name = required(data, "name", "the tenant's name")
+    plan = data.get("plan", "trial")
+    if plan not in {p.value for p in Plan}:
+        raise BadRequest(f"unknown plan {plan!r}: choose one of {', '.join(p.value for p in Plan)}")
+    tenant = await tenants.create_tenant(db, name=name, plan=Plan(plan))
+    key = await tenants.create_key(db, tenant_id=tenant.id, name="admin", scopes=[Scope.admin])
+    # The first admin key, shown once, as `hangar tenants create` prints it.
+    return await _operator_page(db, user, created=tenant, admin_key=key)
+
+
+@post("/operator/tenants/{tenant:str}/plan")
+async def tenant_plan(
+    request: Request, db: AsyncSession, hangar: Components, user: ConsoleUser, tenant: str
+) -> Response:
+    user.require_operator()
+    data = await form(request)
+    plan = required(data, "plan", "the plan")
+    if plan not in PLANS:
+        raise BadRequest(f"unknown plan {plan!r}: choose one of {', '.join(PLANS)}")
+    found = await resolve_tenant(db, tenant)
+    await set_plan(
+        db,
+        tenant_id=found.id,
+        plan=PlanName(plan),
+        effective_at=utcnow(),
+        trial_days=hangar.settings.billing.trial_days,
+    )
+    return back(f"{PATH}/operator")
+
+
+@post("/operator/jobs")
+async def run(
+    request: Request, db: AsyncSession, hangar: Components, user: ConsoleUser
+) -> Response:
+    user.require_operator()
+    data = await form(request)
+    name = required(data, "job", "the job")
+    if name not in JOBS:
+        raise BadRequest(f"unknown job {name!r}: choose one of {', '.join(JOBS)}")
+    at = data.get("at", "").strip()
+    try:
+        now = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None
+    except ValueError:
+        raise BadRequest(
+            f"'as of' must be an ISO time like 2026-05-02T01:00:00Z, not {at!r}"
+        ) from None
+    if now is not None and now.tzinfo is None:
+        raise BadRequest("'as of' needs a time zone, like 2026-05-02T01:00:00Z")
+    # The job owns its transactions (as `hangar jobs run` does); this request's only reads.
+    report = await run_job(hangar, name, now=now)
+    return await _operator_page(db, user, job=name, report=report, ran=report is not None)
+
+
+HANDLERS = [operator_page, create_tenant, tenant_plan, run]
