@@ -6,15 +6,18 @@ credential lookup before it is one indexed SELECT); nothing is appended per beat
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, cast, func, select, update
+from sqlalchemy import case, cast, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import utcnow
 from core.errors import Unauthorized
-from fleet.models import Node, NodeReport
+from core.secrets import hash_secret
+from fleet.models import Node, NodeReadyBlob, NodeReport
+from fleet.nodes import authenticate
 from metering.meters import INFERENCE
 from metering.service import record_event
 from wire.contract import (
@@ -25,51 +28,125 @@ from wire.contract import (
     ReportBatchReply,
     SyncState,
     is_http_url,
+    state_hash,
 )
 
 
 def _report(beat: Heartbeat) -> dict:
-    return beat.model_dump(mode="json", exclude={"facts"})
+    return beat.model_dump(mode="json", exclude={"facts", "state_hash"})
 
 
-async def heartbeat(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbeat) -> int:
-    """Store the node's latest facts and report; return its desired-state revision."""
-    if beat.counters.prompt_tokens or beat.counters.completion_tokens:
-        await _record_inference(session, node_id=node_id, beat=beat)
-    revision = await session.scalar(
-        update(Node)
-        .where(Node.id == node_id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
-        .values(
-            last_seen_at=func.now(),
+@dataclass(frozen=True)
+class Beat:
+    node_id: uuid.UUID
+    desired_revision: int
+    # The node sent a light heartbeat but we hold another state: ask for a full one.
+    send_state: bool
+
+
+async def heartbeat(session: AsyncSession, *, credential: str, beat: Heartbeat) -> Beat:
+    """Authenticate and record in one UPDATE … RETURNING. A light heartbeat (no facts)
+    writes last_seen_at, and the counters only when they moved; a full one rewrites
+    facts and report as well. No index covers these columns, so the update is HOT."""
+    full = beat.facts is not None
+    counters = beat.counters.model_dump(mode="json")
+    before = (
+        select(
+            Node.id,
+            Node.report["counters"].label("counters"),
+            Node.state_hash.label("state_hash"),
+        )
+        .where(Node.credential_hash == hash_secret(credential))
+        .with_for_update()
+        .subquery("before")
+    )
+    values: dict = {
+        "last_seen_at": func.now(),
+        "status": "online",
+        "status_changed_at": case(
+            (Node.status != "online", func.now()), else_=Node.status_changed_at
+        ),
+    }
+    new_hash = state_hash(beat) if full else None
+    if full:
+        assert beat.facts is not None
+        values |= {
             # Facts are refreshed, except api_url: where peers send this tenant's prompts
             # is recorded at enrollment, not re-announced by every heartbeat.
-            facts=cast(beat.facts.model_dump(mode="json", exclude={"api_url"}), JSONB).op("||")(
+            "facts": cast(beat.facts.model_dump(mode="json", exclude={"api_url"}), JSONB).op("||")(
                 func.jsonb_build_object("api_url", Node.facts["api_url"])
             ),
-            report=_report(beat),
-            status="online",
-            status_changed_at=case(
-                (Node.status != "online", func.now()), else_=Node.status_changed_at
-            ),
+            "report": _report(beat),
+            "state_hash": new_hash,
+        }
+    else:
+        new = cast(counters, JSONB)
+        values["report"] = case(
+            (Node.report["counters"] == new, Node.report),
+            else_=func.jsonb_set(Node.report, literal_column("'{counters}'::text[]"), new),
         )
-        .returning(Node.desired_revision)
-        .execution_options(synchronize_session=False)
+    row = (
+        await session.execute(
+            update(Node)
+            .where(Node.id == before.c.id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
+            .values(values)
+            .returning(
+                Node.id,
+                Node.tenant_id,
+                Node.desired_revision,
+                before.c.counters,
+                before.c.state_hash,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if row is None:  # unknown, revoked or disabled: say which
+        await authenticate(session, secret=credential)
+        raise Unauthorized("this node was revoked or disabled; it may not report any more")
+    if full and row.state_hash != new_hash:
+        await _replace_ready(session, tenant_id=row.tenant_id, node_id=row.id, beat=beat)
+    if (beat.counters.prompt_tokens or beat.counters.completion_tokens) and (
+        row.counters != counters
+    ):
+        await _record_inference(
+            session,
+            tenant_id=row.tenant_id,
+            node_id=row.id,
+            before=Counters.model_validate(row.counters or {}),
+            beat=beat,
+        )
+    return Beat(
+        node_id=row.id,
+        desired_revision=row.desired_revision,
+        send_state=not full and row.state_hash != beat.state_hash,
     )
-    if revision is None:  # revoked or disabled since the credential check
-        raise Unauthorized(f"node {node_id} was revoked or disabled; it may not report any more")
-    return revision
 
 
-async def _record_inference(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbeat) -> None:
+async def _replace_ready(
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, beat: Heartbeat
+) -> None:
+    """Only when the node's state changed: the digests it holds ready, for peers."""
+    await session.execute(delete(NodeReadyBlob).where(NodeReadyBlob.node_id == node_id))
+    ready = {m.digest for m in beat.models if m.state == SyncState.ready}
+    if ready:
+        await session.execute(
+            insert(NodeReadyBlob)
+            .values([{"tenant_id": tenant_id, "digest": d, "node_id": node_id} for d in ready])
+            .on_conflict_do_nothing()
+        )
+
+
+async def _record_inference(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    before: Counters,
+    beat: Heartbeat,
+) -> None:
     """Tokens served since the previous heartbeat, as an informational ``inference``
     usage event (never billed). Counters restart with the runtime: a counter that
     went down means a restart, and then everything it shows is new."""
-    row = (
-        await session.execute(select(Node.tenant_id, Node.report).where(Node.id == node_id))
-    ).one_or_none()
-    if row is None:
-        return
-    before = Counters.model_validate((row.report or {}).get("counters") or {})
     now = beat.counters
     restarted = (
         now.prompt_tokens < before.prompt_tokens or now.completion_tokens < before.completion_tokens
@@ -83,7 +160,7 @@ async def _record_inference(session: AsyncSession, *, node_id: uuid.UUID, beat: 
         return
     await record_event(
         session,
-        tenant_id=row.tenant_id,
+        tenant_id=tenant_id,
         event_id=f"inference:{node_id}:{beat.id}",
         meter=INFERENCE,
         quantity=prompt + completion,
@@ -146,10 +223,14 @@ async def peers(
         Node.last_seen_at > utcnow() - offline_after,
     )
     if digest is not None:
-        stmt = stmt.where(
-            Node.report["models"].contains([{"digest": digest, "state": SyncState.ready.value}])
+        # By (tenant, digest) from the ready table: the answer is found without
+        # reading every node's report, however large the fleet.
+        stmt = stmt.join(NodeReadyBlob, NodeReadyBlob.node_id == Node.id).where(
+            NodeReadyBlob.tenant_id == tenant_id, NodeReadyBlob.digest == digest
         )
-    rows = await session.scalars(stmt.order_by(Node.last_seen_at.desc()).limit(PEERS_LIMIT))
+    # No ORDER BY: any online holders will do (the node shuffles them), so the scan
+    # stops at the limit instead of sorting the whole fleet.
+    rows = await session.scalars(stmt.limit(PEERS_LIMIT))
     out = []
     for node in rows:
         url = (node.facts or {}).get("api_url")

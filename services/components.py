@@ -11,6 +11,7 @@ from billing.stripe import StripeClient
 from core.db import make_engine, make_sessionmaker
 from core.objectstore import ObjectStore
 from core.settings import Settings
+from fleet.pacing import HeartbeatPacer
 from fleet.revisions import model_changed
 from registry.downloads import Downloads
 from registry.uploads import Uploads
@@ -28,6 +29,7 @@ class Components:
     quotas: Quotas
     stripe: StripeClient
     usage_names: UsageNames
+    pacer: HeartbeatPacer
 
     @classmethod
     def build(cls, settings: Settings) -> Components:
@@ -53,6 +55,11 @@ class Components:
             quotas=quotas,
             stripe=StripeClient(settings.stripe),
             usage_names=UsageNames(),
+            pacer=HeartbeatPacer(
+                base=settings.fleet.heartbeat_seconds,
+                target_per_second=settings.fleet.heartbeats_per_second_target,
+                longest=settings.fleet.offline_after_seconds / 2,
+            ),
         )
 
     async def close(self) -> None:

@@ -6,8 +6,10 @@ install and the control plane validates exactly what nodes send.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -116,9 +118,15 @@ class Resources(BaseModel):
 
 
 class Heartbeat(BaseModel):
+    """A full heartbeat carries ``facts`` and the report (resources, models); a light one
+    (``facts`` left out) carries only ``state_hash`` and the counters, and says the rest
+    is as last sent. The control plane asks for a full one when its hash differs."""
+
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="idempotency key of this report")
-    sent_at: datetime
-    facts: NodeFacts
+    sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    facts: NodeFacts | None = Field(
+        default=None, description="left out in a light heartbeat: unchanged since the last full one"
+    )
     resources: Resources = Field(default_factory=Resources)
     models: list[ModelStatus] = Field(default_factory=list)
     counters: Counters = Field(default_factory=Counters)
@@ -126,12 +134,30 @@ class Heartbeat(BaseModel):
     applied_revision: Count = 0
     # Reports written to disk while the control plane was unreachable.
     queued: bool = False
+    state_hash: Text | None = Field(
+        default=None,
+        max_length=64,
+        description="the node's hash of facts, resources, models and applied_revision",
+    )
+
+
+def state_hash(beat: Heartbeat) -> str:
+    """The one hash both sides agree on: everything a full heartbeat carries except
+    its id, time and counters (counters go in every heartbeat; they are small)."""
+    body = beat.model_dump(
+        mode="json", include={"facts", "resources", "models", "applied_revision"}
+    )
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 class HeartbeatReply(BaseModel):
     desired_revision: int
-    heartbeat_seconds: float
+    heartbeat_seconds: float = Field(description="the interval to use; longer when under load")
     server_time: datetime
+    send_state: bool = Field(
+        default=False,
+        description="the control plane does not hold this state_hash: send a full heartbeat now",
+    )
 
 
 class ReportBatch(BaseModel):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Annotated
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db import utcnow
+from core.db import transaction, utcnow
+from core.errors import Forbidden
 from fleet import deployments, heartbeats, nodes, tokens
 from fleet.schemas import (
     DeploymentCreate,
@@ -22,10 +25,11 @@ from fleet.schemas import (
     NodeOut,
     NodeReportOut,
 )
-from services.api.auth import Principal
+from services.api.auth import Principal, bearer
 from services.components import Components
 from tenants.schemas import Scope
 from wire.contract import (
+    NODE_CREDENTIAL_PREFIX,
     DesiredState,
     EnrollRequest,
     EnrollResponse,
@@ -36,6 +40,9 @@ from wire.contract import (
     ReportBatchReply,
 )
 from wire.refs import check_digest
+
+# `nodes ls` pages: the cursor of the next page, when there is one.
+NEXT_HEADER = "X-Next-After"
 
 
 def _offline_after(hangar: Components) -> timedelta:
@@ -81,16 +88,34 @@ class NodeController(Controller):
     path = "/v1/nodes"
     tags = ["fleet"]
 
-    @get("/")
+    @get(
+        "/",
+        response_headers=[
+            ResponseHeader(
+                name=NEXT_HEADER,
+                description="present when there are more nodes: pass it as `after`",
+                documentation_only=True,
+            )
+        ],
+    )
     async def list(
-        self, db: AsyncSession, hangar: Components, principal: Principal
-    ) -> list[NodeOut]:
+        self,
+        db: AsyncSession,
+        hangar: Components,
+        principal: Principal,
+        after: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
+    ) -> Response[list[NodeOut]]:
+        """Nodes by name, one page at a time (keyset: fast at any depth)."""
         principal.require(Scope.read)
-        after = _offline_after(hangar)
-        return [
-            nodes.node_out(n, offline_after=after)
-            for n in await nodes.list_nodes(db, tenant_id=principal.tenant_id)
-        ]
+        offline = _offline_after(hangar)
+        page, next_after = await nodes.page_nodes(
+            db, tenant_id=principal.tenant_id, after=after, limit=limit
+        )
+        return Response(
+            [nodes.node_out(n, offline_after=offline) for n in page],
+            headers={NEXT_HEADER: next_after} if next_after else {},
+        )
 
     @get("/{node_id:uuid}")
     async def show(
@@ -210,13 +235,24 @@ class NodeAgentController(Controller):
 
     @post("/heartbeat", status_code=200)
     async def heartbeat(
-        self, db: AsyncSession, hangar: Components, principal: Principal, data: Heartbeat
+        self, request: Request, hangar: Components, data: Heartbeat
     ) -> HeartbeatReply:
-        revision = await heartbeats.heartbeat(db, node_id=principal.require_node(), beat=data)
+        """The hot path of a whole fleet: no principal dependency and its own short
+        transaction, so one beat is one round trip to Postgres (auth and write together).
+        A light heartbeat (no ``facts``) that the control plane cannot match gets
+        ``send_state: true``."""
+        secret = bearer(request)
+        if not secret.startswith(NODE_CREDENTIAL_PREFIX):
+            raise Forbidden(
+                "this route is for nodes: call it with the node credential from `hangar node enroll`"
+            )
+        async with transaction(hangar.sessions) as session:
+            beat = await heartbeats.heartbeat(session, credential=secret, beat=data)
         return HeartbeatReply(
-            desired_revision=revision,
-            heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds,
+            desired_revision=beat.desired_revision,
+            heartbeat_seconds=hangar.pacer.beat(),
             server_time=utcnow(),
+            send_state=beat.send_state,
         )
 
     @post("/reports", status_code=200)
