@@ -9,7 +9,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, cast, delete, func, literal_column, select, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Uuid,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,62 +57,49 @@ class Beat:
     send_state: bool
 
 
+# The light heartbeat, built once (it runs thousands of times a second): find the node
+# by its credential, lock it, move last_seen_at, and the counters only if they moved.
+LIGHT = (
+    text(
+        """
+update nodes set last_seen_at = now(), status = 'online',
+  status_changed_at = case when nodes.status <> 'online' then now()
+                      else nodes.status_changed_at end,
+  report = case when nodes.report -> 'counters' = :counters then nodes.report
+           else jsonb_set(nodes.report, '{counters}', :counters) end
+from (select id, report -> 'counters' as counters, state_hash from nodes
+      where credential_hash = :credential_hash for update) as before
+where nodes.id = before.id and nodes.revoked_at is null and nodes.disabled_at is null
+returning nodes.id, nodes.tenant_id, nodes.desired_revision, before.counters, before.state_hash
+"""
+    )
+    .bindparams(bindparam("counters", type_=JSONB), bindparam("credential_hash"))
+    .columns(
+        column("id", Uuid),
+        column("tenant_id", Uuid),
+        column("desired_revision", BigInteger),
+        column("counters", JSONB),
+        column("state_hash", String),
+    )
+)
+
+
 async def heartbeat(session: AsyncSession, *, credential: str, beat: Heartbeat) -> Beat:
     """Authenticate and record in one UPDATE … RETURNING. A light heartbeat (no facts)
     writes last_seen_at, and the counters only when they moved; a full one rewrites
     facts and report as well. No index covers these columns, so the update is HOT."""
     full = beat.facts is not None
     counters = beat.counters.model_dump(mode="json")
-    before = (
-        select(
-            Node.id,
-            Node.report["counters"].label("counters"),
-            Node.state_hash.label("state_hash"),
-        )
-        .where(Node.credential_hash == hash_secret(credential))
-        .with_for_update()
-        .subquery("before")
-    )
-    values: dict = {
-        "last_seen_at": func.now(),
-        "status": "online",
-        "status_changed_at": case(
-            (Node.status != "online", func.now()), else_=Node.status_changed_at
-        ),
-    }
-    new_hash = state_hash(beat) if full else None
     if full:
-        assert beat.facts is not None
-        values |= {
-            # Facts are refreshed, except api_url: where peers send this tenant's prompts
-            # is recorded at enrollment, not re-announced by every heartbeat.
-            "facts": cast(beat.facts.model_dump(mode="json", exclude={"api_url"}), JSONB).op("||")(
-                func.jsonb_build_object("api_url", Node.facts["api_url"])
-            ),
-            "report": _report(beat),
-            "state_hash": new_hash,
-        }
+        new_hash = state_hash(beat)
+        row = await _full(session, credential=credential, beat=beat, new_hash=new_hash)
     else:
-        new = cast(counters, JSONB)
-        values["report"] = case(
-            (Node.report["counters"] == new, Node.report),
-            else_=func.jsonb_set(Node.report, literal_column("'{counters}'::text[]"), new),
-        )
-    row = (
-        await session.execute(
-            update(Node)
-            .where(Node.id == before.c.id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
-            .values(values)
-            .returning(
-                Node.id,
-                Node.tenant_id,
-                Node.desired_revision,
-                before.c.counters,
-                before.c.state_hash,
+        new_hash = None
+        row = (
+            await session.execute(
+                LIGHT, {"counters": counters, "credential_hash": hash_secret(credential)}
             )
-            .execution_options(synchronize_session=False)
-        )
-    ).one_or_none()
+        ).one_or_none()
     if row is None:  # unknown, revoked or disabled: say which
         await authenticate(session, secret=credential)
         raise Unauthorized("this node was revoked or disabled; it may not report any more")
@@ -120,6 +120,49 @@ async def heartbeat(session: AsyncSession, *, credential: str, beat: Heartbeat) 
         desired_revision=row.desired_revision,
         send_state=not full and row.state_hash != beat.state_hash,
     )
+
+
+async def _full(session: AsyncSession, *, credential: str, beat: Heartbeat, new_hash: str):
+    assert beat.facts is not None
+    before = (
+        select(
+            Node.id,
+            Node.report["counters"].label("counters"),
+            Node.state_hash.label("state_hash"),
+        )
+        .where(Node.credential_hash == hash_secret(credential))
+        .with_for_update()
+        .subquery("before")
+    )
+    values = {
+        "last_seen_at": func.now(),
+        "status": "online",
+        "status_changed_at": case(
+            (Node.status != "online", func.now()), else_=Node.status_changed_at
+        ),
+        # Facts are refreshed, except api_url: where peers send this tenant's prompts
+        # is recorded at enrollment, not re-announced by every heartbeat.
+        "facts": cast(beat.facts.model_dump(mode="json", exclude={"api_url"}), JSONB).op("||")(
+            func.jsonb_build_object("api_url", Node.facts["api_url"])
+        ),
+        "report": _report(beat),
+        "state_hash": new_hash,
+    }
+    return (
+        await session.execute(
+            update(Node)
+            .where(Node.id == before.c.id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
+            .values(values)
+            .returning(
+                Node.id,
+                Node.tenant_id,
+                Node.desired_revision,
+                before.c.counters,
+                before.c.state_hash,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
 
 
 async def _replace_ready(

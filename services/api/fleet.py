@@ -246,7 +246,7 @@ class NodeAgentController(Controller):
             raise Forbidden(
                 "this route is for nodes: call it with the node credential from `hangar node enroll`"
             )
-        async with transaction(hangar.sessions) as session:
+        async with transaction(hangar.beats) as session:
             beat = await heartbeats.heartbeat(session, credential=secret, beat=data)
         return HeartbeatReply(
             desired_revision=beat.desired_revision,
