@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import transaction, utcnow
 from core.errors import Forbidden
-from fleet import deployments, heartbeats, nodes, tokens
+from fleet import deployments, heartbeats, nodes, rollouts, tokens
 from fleet.schemas import (
     DeploymentCreate,
     DeploymentOut,
@@ -24,6 +24,8 @@ from fleet.schemas import (
     NodeLabels,
     NodeOut,
     NodeReportOut,
+    RolloutCreate,
+    RolloutOut,
 )
 from services.api.auth import Principal, bearer
 from services.components import Components
@@ -286,3 +288,78 @@ class NodeAgentController(Controller):
             digest=digest,
         )
         return PeerList(peers=found)
+
+
+class RolloutController(Controller):
+    path = "/v1/rollouts"
+    tags = ["fleet"]
+
+    @post("/")
+    async def start(
+        self, db: AsyncSession, hangar: Components, principal: Principal, data: RolloutCreate
+    ) -> RolloutOut:
+        """Move a tag's nodes to another version in health-gated waves."""
+        principal.require_admin()
+        return await rollouts.start(
+            db,
+            tenant_id=principal.tenant_id,
+            model=data.model,
+            to=data.to,
+            selector=data.selector,
+            steps=data.steps,
+            bake_seconds=data.bake_seconds,
+            max_unhealthy=data.max_unhealthy,
+            error_ratio=hangar.settings.fleet.rollout_error_ratio,
+        )
+
+    @get("/")
+    async def list(
+        self, db: AsyncSession, principal: Principal, model: str | None = None
+    ) -> list[RolloutOut]:
+        """Newest first; ``model=NAME:TAG`` for one tag's rollouts."""
+        principal.require(Scope.read)
+        return await rollouts.list_rollouts(db, tenant_id=principal.tenant_id, model=model)
+
+    @get("/{rollout_id:uuid}")
+    async def show(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        principal.require(Scope.read)
+        return await rollouts.get_rollout(db, tenant_id=principal.tenant_id, rollout_id=rollout_id)
+
+    @post("/{rollout_id:uuid}/pause", status_code=200)
+    async def pause(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        principal.require_admin()
+        return await rollouts.set_state(
+            db,
+            tenant_id=principal.tenant_id,
+            rollout_id=rollout_id,
+            to=rollouts.RolloutState.paused,
+        )
+
+    @post("/{rollout_id:uuid}/resume", status_code=200)
+    async def resume(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        principal.require_admin()
+        return await rollouts.set_state(
+            db,
+            tenant_id=principal.tenant_id,
+            rollout_id=rollout_id,
+            to=rollouts.RolloutState.running,
+        )
+
+    @post("/{rollout_id:uuid}/abort", status_code=200)
+    async def abort(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        """Stop, and send every node it moved back to the previous version."""
+        principal.require_admin()
+        return await rollouts.set_state(
+            db,
+            tenant_id=principal.tenant_id,
+            rollout_id=rollout_id,
+            to=rollouts.RolloutState.aborted,
+        )

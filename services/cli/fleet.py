@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(nodes, name="nodes")
     app.add_typer(deployments, name="deployments")
     app.command("deploy")(deploy)
+    from services.cli.rollouts import rollout  # it reuses this module's parsers
+
+    app.add_typer(rollout, name="rollout")
 
 
 def seconds(text: str) -> int:
