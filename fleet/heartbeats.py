@@ -5,6 +5,7 @@ credential lookup before it is one indexed SELECT); nothing is appended per beat
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,11 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import utcnow
 from core.errors import Unauthorized
 from core.secrets import hash_secret
+from fleet.deployments import desired_state
 from fleet.models import Node, NodeReadyBlob, NodeReport
 from fleet.nodes import authenticate
-from metering.meters import INFERENCE
+from metering.meters import INFERENCE, PEER_TRANSFER
 from metering.service import record_event
 from wire.contract import (
+    PEER_TICKET_SECONDS,
     Counters,
     Heartbeat,
     Peer,
@@ -41,6 +44,7 @@ from wire.contract import (
     ReportBatchReply,
     SyncState,
     is_http_url,
+    peer_ticket,
     state_hash,
 )
 
@@ -109,6 +113,14 @@ async def heartbeat(session: AsyncSession, *, credential: str, beat: Heartbeat) 
         row.counters != counters
     ):
         await _record_inference(
+            session,
+            tenant_id=row.tenant_id,
+            node_id=row.id,
+            before=Counters.model_validate(row.counters or {}),
+            beat=beat,
+        )
+    if beat.counters.peer_bytes and row.counters != counters:
+        await _record_peer_bytes(
             session,
             tenant_id=row.tenant_id,
             node_id=row.id,
@@ -217,6 +229,32 @@ async def _record_inference(
     )
 
 
+async def _record_peer_bytes(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    before: Counters,
+    beat: Heartbeat,
+) -> None:
+    """Model bytes a node fetched from its peers: informational (``peer_transfer``),
+    never billed — the control plane did not send them."""
+    now = beat.counters.peer_bytes
+    delta = now if now < before.peer_bytes else now - before.peer_bytes
+    if delta <= 0:
+        return
+    await record_event(
+        session,
+        tenant_id=tenant_id,
+        event_id=f"peer:{node_id}:{beat.id}",
+        meter=PEER_TRANSFER,
+        quantity=delta,
+        occurred_at=beat.sent_at,
+        node_id=node_id,
+        attrs={},
+    )
+
+
 async def store_reports(
     session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, batch: ReportBatch
 ) -> ReportBatchReply:
@@ -273,7 +311,11 @@ async def peers(
         )
     # No ORDER BY: any online holders will do (the node shuffles them), so the scan
     # stops at the limit instead of sorting the whole fleet.
-    rows = await session.scalars(stmt.limit(PEERS_LIMIT))
+    rows = list(await session.scalars(stmt.limit(PEERS_LIMIT)))
+    # Tickets to fetch the bytes from a peer go only to a node the digest is assigned
+    # to: peer-to-peer transfer never widens what a node may download.
+    tickets = digest is not None and rows and await _assigned(session, node_id, digest)
+    expires = int(time.time()) + PEER_TICKET_SECONDS
     out = []
     for node in rows:
         url = (node.facts or {}).get("api_url")
@@ -284,5 +326,21 @@ async def peers(
             for m in (node.report or {}).get("models", [])
             if m.get("state") == SyncState.ready
         ]
-        out.append(Peer(node_id=node.id, name=node.name, api_url=url, models=ready))
+        ticket = None
+        if tickets and digest is not None:
+            ticket = peer_ticket(
+                credential_hash=node.credential_hash,
+                digest=digest,
+                requester=node_id,
+                expires=expires,
+            )
+        out.append(Peer(node_id=node.id, name=node.name, api_url=url, models=ready, ticket=ticket))
     return out
+
+
+async def _assigned(session: AsyncSession, node_id: uuid.UUID, digest: str) -> bool:
+    node = await session.get(Node, node_id)
+    if node is None:
+        return False
+    desired = await desired_state(session, node=node)
+    return any(m.digest == digest for m in desired.models)

@@ -69,7 +69,7 @@ class Agent:
             facts=self.facts,
             resources=res,
             models=models,
-            counters=self.counters.model_copy(),
+            counters=self.counters.model_copy(update={"peer_bytes": self.syncer.peer_bytes}),
             applied_revision=self.applied_revision,
         )
         beat.state_hash = state_hash(beat)

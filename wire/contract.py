@@ -7,6 +7,7 @@ install and the control plane validates exactly what nodes send.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from datetime import UTC, datetime
@@ -109,6 +110,8 @@ class Counters(BaseModel):
     forwarded: Count = 0
     prompt_tokens: Count = 0
     completion_tokens: Count = 0
+    # Model bytes this node fetched from same-tenant peers instead of the control plane.
+    peer_bytes: Count = 0
 
 
 class Resources(BaseModel):
@@ -196,6 +199,41 @@ class Peer(BaseModel):
     name: str
     api_url: str
     models: list[str] = Field(description="digests this peer reports ready")
+    ticket: str | None = Field(
+        default=None,
+        description="lets the asking node fetch the digest from this peer (GET "
+        "{api_url}/v1/peer/blobs/{digest}, Bearer ticket); given only to nodes the digest "
+        "is assigned to",
+    )
+
+
+PEER_BLOBS = "/v1/peer/blobs/"
+PEER_TICKET_SECONDS = 600
+
+
+def _ticket_mac(credential_hash: str, digest: str, requester: str, expires: int) -> str:
+    return hmac.new(
+        credential_hash.encode(), f"{digest}|{requester}|{expires}".encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def peer_ticket(*, credential_hash: str, digest: str, requester: uuid.UUID, expires: int) -> str:
+    """Issued by the control plane, keyed by the serving peer's credential hash: the
+    peer checks it alone, and neither node ever sees the other's credential."""
+    return f"{expires}.{requester}.{_ticket_mac(credential_hash, digest, str(requester), expires)}"
+
+
+def check_peer_ticket(ticket: str, *, credential: str, digest: str, now: float) -> bool:
+    """On the serving peer: was this ticket issued for this digest, to a node of my
+    tenant (only the control plane knows my credential's hash), and not expired?"""
+    try:
+        expires_text, requester, mac = ticket.split(".", 2)
+        expires = int(expires_text)
+    except ValueError:
+        return False
+    own_hash = hashlib.sha256(credential.encode()).hexdigest()
+    expected = _ticket_mac(own_hash, digest, requester, expires)
+    return expires >= now and hmac.compare_digest(mac, expected)
 
 
 class PeerList(BaseModel):
