@@ -64,7 +64,7 @@ async def insert_nodes(url: str, tenant_id: str, count: int) -> None:
     """Silent nodes (enrolled, online once) filling the table to N rows."""
     conn = await asyncpg.connect(_pg(url))
     now = datetime.now(UTC)
-    facts = json.dumps(FACTS.model_dump(mode="json"))
+    facts = json.dumps(FACTS.model_dump(mode="json") | {"api_url": "http://10.0.0.1:8000"})
     report = json.dumps(
         {"models": [{"name": "m", "ref": "prod", "digest": DIGEST, "state": "ready"}]}
     )
