@@ -15,7 +15,7 @@ from litestar import Request, get
 from litestar.response import Stream
 
 from node_runtime.errors import NodeError
-from wire.contract import PEER_BLOBS, check_peer_ticket
+from wire.contract import PEER_BLOBS, PEER_TICKET_HEADER, check_peer_ticket
 
 if TYPE_CHECKING:
     from node_runtime.runtime import NodeRuntime
@@ -38,8 +38,8 @@ async def _chunks(path: Path, offset: int) -> AsyncIterator[bytes]:
 async def peer_blob(request: Request, digest: str) -> Stream:
     """The verified bytes of ``digest``; ``Range: bytes=N-`` resumes."""
     rt: NodeRuntime = request.app.state.runtime
-    scheme, _, ticket = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not check_peer_ticket(
+    ticket = request.headers.get(PEER_TICKET_HEADER, "")
+    if not check_peer_ticket(
         ticket.strip(), credential=rt.identity.credential, digest=digest, now=time.time()
     ):
         raise NotHere(f"no blob {digest} for this ticket; ask the control plane for peers")

@@ -18,6 +18,7 @@ from node_runtime.identity import Identity
 from node_runtime.settings import NodeSettings
 from wire.contract import (
     PEER_BLOBS,
+    PEER_TICKET_HEADER,
     DesiredModel,
     DesiredState,
     ModelStatus,
@@ -214,7 +215,7 @@ class Syncer:
                     self.cache.download,
                     peer.api_url,
                     PEER_BLOBS + model.digest,
-                    headers={"Authorization": f"Bearer {peer.ticket}"},
+                    headers={PEER_TICKET_HEADER: peer.ticket or ""},
                     digest=model.digest,
                     size=model.size,
                     progress=self._progress(model.digest),

@@ -202,12 +202,15 @@ class Peer(BaseModel):
     ticket: str | None = Field(
         default=None,
         description="lets the asking node fetch the digest from this peer (GET "
-        "{api_url}/v1/peer/blobs/{digest}, Bearer ticket); given only to nodes the digest "
+        "{api_url}/v1/peer/blobs/{digest} with header X-Hangar-Peer-Ticket); given only to "
+        "nodes the digest "
         "is assigned to",
     )
 
 
 PEER_BLOBS = "/v1/peer/blobs/"
+# Its own header, not Authorization: nothing that looks like an API key goes to a peer.
+PEER_TICKET_HEADER = "X-Hangar-Peer-Ticket"
 PEER_TICKET_SECONDS = 600
 
 
