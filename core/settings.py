@@ -54,6 +54,12 @@ class FleetSettings(BaseSettings):
     # is marked offline by the ``offline`` job (a few missed beats, not one).
     heartbeat_seconds: float = 15
     offline_after_seconds: int = 90
+    # Past this many heartbeats a second (per API process) nodes are told to beat less
+    # often, up to half of offline_after_seconds so a slowed node is never marked offline.
+    heartbeats_per_second_target: float = 2000
+    # A rolled-out version is unhealthy on a node once errors exceed this share of its
+    # requests since the switch (at least one error).
+    rollout_error_ratio: float = 0.05
 
 
 class StripeSettings(BaseSettings):

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from core.errors import BadRequest, NotFound
+from fleet import rollouts
 from fleet.models import Deployment, Node
 from fleet.nodes import get_node
 from fleet.revisions import bump_deployment_targets, targets
@@ -141,22 +142,19 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
         )
     )
     models = await _models(session, {d.model_id for d in deployments})
+    in_flight = await rollouts.overrides(session, node_id=node.id)
     seen: dict[tuple[str, str], DesiredModel] = {}
     out: list[DesiredModel] = []
-    for d in deployments:
-        model = models[d.model_id]
-        try:
-            version = registry.resolve_in(model, d.ref)
-        except NotFound:
-            continue
+
+    def add(model: Model, ref: str, version) -> None:
         if (same := seen.get((model.name, version.digest))) is not None:
             # Two refs (e.g. :prod and :latest) on one version: one file, served under both.
-            if d.ref != same.ref and d.ref not in same.aliases:
-                same.aliases.append(d.ref)
-            continue
+            if ref != same.ref and ref not in same.aliases:
+                same.aliases.append(ref)
+            return
         seen[(model.name, version.digest)] = desired = DesiredModel(
             name=model.name,
-            ref=d.ref,
+            ref=ref,
             digest=version.digest,
             size=version.size,
             version=version.number,
@@ -165,6 +163,26 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
             gguf=version.gguf,
         )
         out.append(desired)
+
+    for d in deployments:
+        model = models[d.model_id]
+        try:
+            version = registry.resolve_in(model, d.ref)
+        except NotFound:
+            continue
+        staged = None
+        if (flight := in_flight.get((d.model_id, d.ref))) is not None:
+            # A rollout moved this node: the new version under the tag once it switched;
+            # while moving, fetched beside the old one (pinned), which keeps serving.
+            state, new_id = flight
+            new = next((v for v in model.versions if v.id == new_id), None)
+            if new is not None and state in rollouts.ON_NEW:
+                version = new
+            elif new is not None and state == rollouts.NodeState.moving:
+                staged = new
+        add(model, d.ref, version)
+        if staged is not None:
+            add(model, staged.digest, staged)
     return DesiredState(revision=revision or 0, models=out)
 
 

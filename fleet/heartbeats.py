@@ -5,19 +5,34 @@ credential lookup before it is one indexed SELECT); nothing is appended per beat
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
-from sqlalchemy import case, cast, func, select, update
+from sqlalchemy import (
+    case,
+    cast,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import utcnow
 from core.errors import Unauthorized
-from fleet.models import Node, NodeReport
-from metering.meters import INFERENCE
+from core.secrets import hash_secret
+from fleet.deployments import desired_state
+from fleet.models import Node, NodeReadyBlob, NodeReport
+from fleet.nodes import authenticate
+from metering.meters import INFERENCE, PEER_TRANSFER
 from metering.service import record_event
 from wire.contract import (
+    PEER_TICKET_SECONDS,
     Counters,
     Heartbeat,
     Peer,
@@ -25,51 +40,176 @@ from wire.contract import (
     ReportBatchReply,
     SyncState,
     is_http_url,
+    peer_ticket,
+    state_hash,
 )
 
 
 def _report(beat: Heartbeat) -> dict:
-    return beat.model_dump(mode="json", exclude={"facts"})
+    return beat.model_dump(mode="json", exclude={"facts", "state_hash"})
 
 
-async def heartbeat(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbeat) -> int:
-    """Store the node's latest facts and report; return its desired-state revision."""
-    if beat.counters.prompt_tokens or beat.counters.completion_tokens:
-        await _record_inference(session, node_id=node_id, beat=beat)
-    revision = await session.scalar(
-        update(Node)
-        .where(Node.id == node_id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
-        .values(
-            last_seen_at=func.now(),
-            # Facts are refreshed, except api_url: where peers send this tenant's prompts
-            # is recorded at enrollment, not re-announced by every heartbeat.
-            facts=cast(beat.facts.model_dump(mode="json", exclude={"api_url"}), JSONB).op("||")(
-                func.jsonb_build_object("api_url", Node.facts["api_url"])
-            ),
-            report=_report(beat),
-            status="online",
-            status_changed_at=case(
-                (Node.status != "online", func.now()), else_=Node.status_changed_at
-            ),
+@dataclass(frozen=True)
+class Beat:
+    node_id: uuid.UUID
+    desired_revision: int
+    # The node sent a light heartbeat but we hold another state: ask for a full one.
+    send_state: bool
+
+
+# The light heartbeat, built once (it runs thousands of times a second): find the node
+# by its credential, lock it, move last_seen_at, and the counters only if they moved.
+LIGHT_SQL = """
+update nodes set last_seen_at = now(), status = 'online',
+  status_changed_at = case when nodes.status <> 'online' then now()
+                      else nodes.status_changed_at end,
+  report = case when nodes.report -> 'counters' = $1::jsonb then nodes.report
+           else jsonb_set(nodes.report, '{counters}', $1::jsonb) end
+from (select id, report -> 'counters' as counters, state_hash from nodes
+      where credential_hash = $2 for update) as before
+where nodes.id = before.id and nodes.revoked_at is null and nodes.disabled_at is null
+returning nodes.id, nodes.tenant_id, nodes.desired_revision, before.counters, before.state_hash
+"""
+
+
+async def heartbeat(session: AsyncSession, *, credential: str, beat: Heartbeat) -> Beat:
+    """Authenticate and record in one UPDATE … RETURNING. A light heartbeat (no facts)
+    writes last_seen_at, and the counters only when they moved; a full one rewrites
+    facts and report as well. No index covers these columns, so the update is HOT."""
+    full = beat.facts is not None
+    counters = beat.counters.model_dump(mode="json")
+    if full:
+        new_hash = state_hash(beat)
+        row = await _full(session, credential=credential, beat=beat, new_hash=new_hash)
+    else:
+        new_hash = None
+        row = await _light(session, counters=counters, credential=credential)
+    if row is None:  # unknown, revoked or disabled: say which
+        await authenticate(session, secret=credential)
+        raise Unauthorized("this node was revoked or disabled; it may not report any more")
+    if full and row.state_hash != new_hash:
+        await _replace_ready(session, tenant_id=row.tenant_id, node_id=row.id, beat=beat)
+    if (beat.counters.prompt_tokens or beat.counters.completion_tokens) and (
+        row.counters != counters
+    ):
+        await _record_inference(
+            session,
+            tenant_id=row.tenant_id,
+            node_id=row.id,
+            before=Counters.model_validate(row.counters or {}),
+            beat=beat,
         )
-        .returning(Node.desired_revision)
-        .execution_options(synchronize_session=False)
+    if beat.counters.peer_bytes and row.counters != counters:
+        await _record_peer_bytes(
+            session,
+            tenant_id=row.tenant_id,
+            node_id=row.id,
+            before=Counters.model_validate(row.counters or {}),
+            beat=beat,
+        )
+    return Beat(
+        node_id=row.id,
+        desired_revision=row.desired_revision,
+        send_state=not full and row.state_hash != beat.state_hash,
     )
-    if revision is None:  # revoked or disabled since the credential check
-        raise Unauthorized(f"node {node_id} was revoked or disabled; it may not report any more")
-    return revision
 
 
-async def _record_inference(session: AsyncSession, *, node_id: uuid.UUID, beat: Heartbeat) -> None:
+class _Row(NamedTuple):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    desired_revision: int
+    counters: dict | None
+    state_hash: str | None
+
+
+async def _light(session: AsyncSession, *, counters: dict, credential: str) -> _Row | None:
+    """Straight on the driver (a prepared statement, no statement or result objects of
+    the ORM): this is most of what the control plane does for a large fleet. One
+    statement, so it needs no transaction of its own."""
+    conn = await session.connection()
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    rec = await driver.fetchrow(LIGHT_SQL, json.dumps(counters), hash_secret(credential))
+    if rec is None:
+        return None
+    before = rec["counters"]
+    return _Row(
+        rec["id"],
+        rec["tenant_id"],
+        rec["desired_revision"],
+        json.loads(before) if isinstance(before, str) else before,
+        rec["state_hash"],
+    )
+
+
+async def _full(session: AsyncSession, *, credential: str, beat: Heartbeat, new_hash: str):
+    assert beat.facts is not None
+    before = (
+        select(
+            Node.id,
+            Node.report["counters"].label("counters"),
+            Node.state_hash.label("state_hash"),
+        )
+        .where(Node.credential_hash == hash_secret(credential))
+        .with_for_update()
+        .subquery("before")
+    )
+    values = {
+        "last_seen_at": func.now(),
+        "status": "online",
+        "status_changed_at": case(
+            (Node.status != "online", func.now()), else_=Node.status_changed_at
+        ),
+        # Facts are refreshed, except api_url: where peers send this tenant's prompts
+        # is recorded at enrollment, not re-announced by every heartbeat.
+        "facts": cast(beat.facts.model_dump(mode="json", exclude={"api_url"}), JSONB).op("||")(
+            func.jsonb_build_object("api_url", Node.facts["api_url"])
+        ),
+        "report": _report(beat),
+        "state_hash": new_hash,
+    }
+    return (
+        await session.execute(
+            update(Node)
+            .where(Node.id == before.c.id, Node.revoked_at.is_(None), Node.disabled_at.is_(None))
+            .values(values)
+            .returning(
+                Node.id,
+                Node.tenant_id,
+                Node.desired_revision,
+                before.c.counters,
+                before.c.state_hash,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+
+
+async def _replace_ready(
+    session: AsyncSession, *, tenant_id: uuid.UUID, node_id: uuid.UUID, beat: Heartbeat
+) -> None:
+    """Only when the node's state changed: the digests it holds ready, for peers."""
+    await session.execute(delete(NodeReadyBlob).where(NodeReadyBlob.node_id == node_id))
+    ready = {m.digest for m in beat.models if m.state == SyncState.ready}
+    if ready:
+        await session.execute(
+            insert(NodeReadyBlob)
+            .values([{"tenant_id": tenant_id, "digest": d, "node_id": node_id} for d in ready])
+            .on_conflict_do_nothing()
+        )
+
+
+async def _record_inference(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    before: Counters,
+    beat: Heartbeat,
+) -> None:
     """Tokens served since the previous heartbeat, as an informational ``inference``
     usage event (never billed). Counters restart with the runtime: a counter that
     went down means a restart, and then everything it shows is new."""
-    row = (
-        await session.execute(select(Node.tenant_id, Node.report).where(Node.id == node_id))
-    ).one_or_none()
-    if row is None:
-        return
-    before = Counters.model_validate((row.report or {}).get("counters") or {})
     now = beat.counters
     restarted = (
         now.prompt_tokens < before.prompt_tokens or now.completion_tokens < before.completion_tokens
@@ -83,7 +223,7 @@ async def _record_inference(session: AsyncSession, *, node_id: uuid.UUID, beat: 
         return
     await record_event(
         session,
-        tenant_id=row.tenant_id,
+        tenant_id=tenant_id,
         event_id=f"inference:{node_id}:{beat.id}",
         meter=INFERENCE,
         quantity=prompt + completion,
@@ -94,6 +234,32 @@ async def _record_inference(session: AsyncSession, *, node_id: uuid.UUID, beat: 
             "completion_tokens": completion,
             "requests": max(now.requests - base.requests, 0),
         },
+    )
+
+
+async def _record_peer_bytes(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    before: Counters,
+    beat: Heartbeat,
+) -> None:
+    """Model bytes a node fetched from its peers: informational (``peer_transfer``),
+    never billed — the control plane did not send them."""
+    now = beat.counters.peer_bytes
+    delta = now if now < before.peer_bytes else now - before.peer_bytes
+    if delta <= 0:
+        return
+    await record_event(
+        session,
+        tenant_id=tenant_id,
+        event_id=f"peer:{node_id}:{beat.id}",
+        meter=PEER_TRANSFER,
+        quantity=delta,
+        occurred_at=beat.sent_at,
+        node_id=node_id,
+        attrs={},
     )
 
 
@@ -146,10 +312,18 @@ async def peers(
         Node.last_seen_at > utcnow() - offline_after,
     )
     if digest is not None:
-        stmt = stmt.where(
-            Node.report["models"].contains([{"digest": digest, "state": SyncState.ready.value}])
+        # By (tenant, digest) from the ready table: the answer is found without
+        # reading every node's report, however large the fleet.
+        stmt = stmt.join(NodeReadyBlob, NodeReadyBlob.node_id == Node.id).where(
+            NodeReadyBlob.tenant_id == tenant_id, NodeReadyBlob.digest == digest
         )
-    rows = await session.scalars(stmt.order_by(Node.last_seen_at.desc()).limit(PEERS_LIMIT))
+    # No ORDER BY: any online holders will do (the node shuffles them), so the scan
+    # stops at the limit instead of sorting the whole fleet.
+    rows = list(await session.scalars(stmt.limit(PEERS_LIMIT)))
+    # Tickets to fetch the bytes from a peer go only to a node the digest is assigned
+    # to: peer-to-peer transfer never widens what a node may download.
+    tickets = digest is not None and rows and await _assigned(session, node_id, digest)
+    expires = int(time.time()) + PEER_TICKET_SECONDS
     out = []
     for node in rows:
         url = (node.facts or {}).get("api_url")
@@ -160,5 +334,21 @@ async def peers(
             for m in (node.report or {}).get("models", [])
             if m.get("state") == SyncState.ready
         ]
-        out.append(Peer(node_id=node.id, name=node.name, api_url=url, models=ready))
+        ticket = None
+        if tickets and digest is not None:
+            ticket = peer_ticket(
+                credential_hash=node.credential_hash,
+                digest=digest,
+                requester=node_id,
+                expires=expires,
+            )
+        out.append(Peer(node_id=node.id, name=node.name, api_url=url, models=ready, ticket=ticket))
     return out
+
+
+async def _assigned(session: AsyncSession, node_id: uuid.UUID, digest: str) -> bool:
+    node = await session.get(Node, node_id)
+    if node is None:
+        return False
+    desired = await desired_state(session, node=node)
+    return any(m.digest == digest for m in desired.models)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import utcnow
-from core.errors import NotFound, Unauthorized
+from core.errors import BadRequest, NotFound, Unauthorized
 from core.secrets import hash_secret
 from fleet.models import Node, NodeReport
 from fleet.revisions import bump_nodes
@@ -84,6 +86,34 @@ async def list_nodes(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[Nod
             select(Node).where(Node.tenant_id == tenant_id).order_by(Node.name, Node.id)
         )
     )
+
+
+def _cursor(node: Node) -> str:
+    raw = json.dumps([node.name, str(node.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[str, uuid.UUID]:
+    try:
+        name, node_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return str(name), uuid.UUID(node_id)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(
+            "invalid 'after': pass the X-Next-After value of the previous page"
+        ) from exc
+
+
+async def page_nodes(
+    session: AsyncSession, *, tenant_id: uuid.UUID, after: str | None, limit: int
+) -> tuple[list[Node], str | None]:
+    """One page by (name, id) on the (tenant_id, name, id) index, and the next cursor."""
+    stmt = select(Node).where(Node.tenant_id == tenant_id)
+    if after:
+        stmt = stmt.where(tuple_(Node.name, Node.id) > tuple_(*_after(after)))
+    rows = list(await session.scalars(stmt.order_by(Node.name, Node.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, _cursor(rows[-1]) if more else None
 
 
 async def names(session: AsyncSession, *, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:

@@ -121,3 +121,54 @@ class DeploymentOut(BaseModel):
     digest: str | None
     nodes: int = Field(description="nodes (not revoked) this deployment targets now")
     created_at: datetime
+
+
+class RolloutCreate(BaseModel):
+    model: Text = Field(description="NAME:TAG whose nodes move")
+    to: Text = Field(description="the version to move them to: a number or a sha256 digest")
+    selector: dict[str, str] | None = Field(
+        default=None, description="only the tag's nodes with these labels"
+    )
+    steps: list[Text] = Field(
+        default_factory=lambda: ["1", "10%", "50%", "100%"],
+        max_length=20,
+        description="cumulative wave sizes: node counts or shares, ending at 100%",
+    )
+    bake_seconds: int = Field(
+        default=600, ge=0, le=7 * 86400, description="how long a node must stay healthy"
+    )
+    max_unhealthy: int = Field(
+        default=1, ge=0, le=100_000, description="more unhealthy nodes than this rolls back"
+    )
+
+
+class RolloutNodeOut(BaseModel):
+    node_id: uuid.UUID
+    name: str
+    state: str
+    switched_at: datetime | None
+    reason: str | None
+
+
+class RolloutWave(BaseModel):
+    wave: int
+    step: str
+    nodes_total: int = Field(description="nodes moved once this wave is done (cumulative)")
+    nodes: list[RolloutNodeOut] = Field(description="nodes this wave moved")
+
+
+class RolloutOut(BaseModel):
+    id: uuid.UUID
+    model: str
+    from_version: int | None
+    to_version: int | None
+    state: str
+    wave: int = Field(description="the wave in flight (0: none moved yet)")
+    steps: list[str]
+    bake_seconds: int
+    max_unhealthy: int
+    selector: dict[str, str] | None
+    reason: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    waves: list[RolloutWave]

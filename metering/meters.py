@@ -9,8 +9,10 @@ STORAGE_SAMPLE = "storage_sample"
 EGRESS = "egress"
 # Reported by nodes; shown in usage, never billed.
 INFERENCE = "inference"
+# Model bytes nodes fetched from same-tenant peers; shown in usage, never billed.
+PEER_TRANSFER = "peer_transfer"
 
-METERS = (DEVICE_DAY, STORAGE_SAMPLE, EGRESS, INFERENCE)
+METERS = (DEVICE_DAY, STORAGE_SAMPLE, EGRESS, INFERENCE, PEER_TRANSFER)
 BILLED = (DEVICE_DAY, STORAGE_SAMPLE, EGRESS)
 
 GB = Decimal(10) ** 9

@@ -17,7 +17,7 @@ from typing import Protocol
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metering.meters import DEVICE_DAY, EGRESS, GB, INFERENCE, STORAGE_SAMPLE
+from metering.meters import DEVICE_DAY, EGRESS, GB, INFERENCE, PEER_TRANSFER, STORAGE_SAMPLE
 from metering.models import UsageEvent
 from metering.periods import Period
 from metering.schemas import DailyUsage, EgressByNode, EgressByVersion, MeterTotals, UsageReport
@@ -171,6 +171,7 @@ RAW_UNITS = {
     STORAGE_SAMPLE: "byte-samples (hourly)",
     EGRESS: "bytes",
     INFERENCE: "tokens",
+    PEER_TRANSFER: "bytes",
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from node_runtime.outbox import Outbox
 from node_runtime.serving import Serving
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Syncer
-from wire.contract import Counters, DesiredState, Heartbeat, NodeFacts, ReportBatch
+from wire.contract import Counters, DesiredState, Heartbeat, NodeFacts, ReportBatch, state_hash
 
 log = logging.getLogger("hangar.node.agent")
 
 FLUSH_BATCH = 200
+RESOURCE_STEP = 100_000_000
 
 
 class Agent:
@@ -46,24 +48,49 @@ class Agent:
         self.wake = asyncio.Event()
         self.interval = settings.heartbeat_seconds or 15
         self.applied_revision = 0
+        # The state_hash the control plane holds for us, as far as we know.
+        self.acked_hash: str | None = None
         self.connected: bool | None = None
         self.refused: str | None = None
         self._desired_file = settings.data_dir / "desired.json"
 
     def build_heartbeat(self) -> Heartbeat:
+        """A full heartbeat, its ``state_hash`` set."""
         models = self.syncer.statuses()
         for m in models:
             m.loaded = self.serving.loaded(m.digest)
-        return Heartbeat(
+        res = facts.resources(self.settings.data_dir, loaded_models=len(self.serving.runners))
+        # Free memory and disk move by a few bytes every second; reported to the nearest
+        # 100 MB they change rarely, so most heartbeats stay light.
+        res.memory_available_bytes -= res.memory_available_bytes % RESOURCE_STEP
+        res.disk_free_bytes -= res.disk_free_bytes % RESOURCE_STEP
+        beat = Heartbeat(
             sent_at=datetime.now(UTC),
             facts=self.facts,
-            resources=facts.resources(
-                self.settings.data_dir, loaded_models=len(self.serving.runners)
-            ),
+            resources=res,
             models=models,
-            counters=self.counters.model_copy(),
+            counters=self.counters.model_copy(update={"peer_bytes": self.syncer.peer_bytes}),
             applied_revision=self.applied_revision,
         )
+        beat.state_hash = state_hash(beat)
+        return beat
+
+    def light(self, beat: Heartbeat) -> Heartbeat:
+        """What goes on the wire: only the hash and counters when the control plane
+        already holds this state (it said so by accepting it and not asking again)."""
+        if beat.state_hash != self.acked_hash:
+            return beat
+        return Heartbeat(
+            id=beat.id,
+            sent_at=beat.sent_at,
+            counters=beat.counters,
+            applied_revision=beat.applied_revision,
+            state_hash=beat.state_hash,
+        )
+
+    def sleep_seconds(self) -> float:
+        # ±10 % jitter: nodes started (or reconnected) together drift apart.
+        return self.interval * random.uniform(0.9, 1.1)
 
     async def start(self) -> None:
         """Before any contact: serve what the last desired state says, from the cache."""
@@ -84,7 +111,7 @@ class Agent:
                 log.exception("agent tick failed")
             try:
                 await self.serving.reap_idle()
-                await asyncio.wait_for(self.wake.wait(), timeout=self.interval)
+                await asyncio.wait_for(self.wake.wait(), timeout=self.sleep_seconds())
             except TimeoutError:
                 pass
             self.wake.clear()
@@ -93,7 +120,7 @@ class Agent:
         beat = self.build_heartbeat()
         try:
             await self._flush()
-            reply = await self.control.heartbeat(beat)
+            reply = await self.control.heartbeat(self.light(beat))
         except ControlPlaneUnreachable as exc:
             if self.connected is not False:
                 log.warning(
@@ -113,6 +140,11 @@ class Agent:
         self.connected, self.refused = True, None
         if self.settings.heartbeat_seconds is None:
             self.interval = reply.heartbeat_seconds
+        if reply.send_state:
+            self.acked_hash = None
+            self.wake.set()  # the control plane lost track of us: a full heartbeat now
+        else:
+            self.acked_hash = beat.state_hash
         if reply.desired_revision != self.applied_revision:
             try:
                 desired = await self.control.desired()

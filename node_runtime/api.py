@@ -20,6 +20,8 @@ from litestar.response import Stream
 from node_runtime.bodies import validate
 from node_runtime.errors import BadRequest, NodeError, Unauthorized
 from node_runtime.forward import FORWARDED
+from node_runtime.peer_blobs import peer_blob
+from wire.contract import PEER_BLOBS
 
 if TYPE_CHECKING:
     from node_runtime.runtime import NodeRuntime
@@ -70,7 +72,12 @@ def _runtime(request: Request) -> NodeRuntime:
 
 def api_key_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     expected = connection.app.state.runtime.settings.api_key.get_secret_value()
-    if not expected or connection.url.path == "/healthz":
+    # Peers fetching blobs carry a control-plane ticket instead (node_runtime.peer_blobs).
+    if (
+        not expected
+        or connection.url.path == "/healthz"
+        or connection.url.path.startswith(PEER_BLOBS)
+    ):
         return
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -229,7 +236,7 @@ def create_node_app(runtime: NodeRuntime) -> Litestar:
 
     runtime.started = time.time()
     return Litestar(
-        route_handlers=[healthz, list_models, chat_completions, completions, embeddings],
+        route_handlers=[healthz, list_models, chat_completions, completions, embeddings, peer_blob],
         guards=[api_key_guard],
         exception_handlers={
             NodeError: node_error,

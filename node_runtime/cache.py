@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -103,6 +104,7 @@ class BlobCache:
         progress: Callable[[int], None],
         cancel: threading.Event,
         timeout: float = 60,
+        deadline: float | None = None,
     ) -> Path:
         """Fetch into ``.partial`` (resuming what is there), hashing while streaming,
         then rename. Blocking: runs in a worker thread so hashing and disk writes never
@@ -137,7 +139,7 @@ class BlobCache:
             with partial.open("r+b" if offset else "wb") as f:
                 f.seek(offset)
                 f.truncate()
-                offset = self._receive(resp, f, hasher, offset, progress, cancel)
+                offset = self._receive(resp, f, hasher, offset, progress, cancel, deadline)
         finally:
             conn.close()
         if offset != size:
@@ -145,7 +147,7 @@ class BlobCache:
         return self._finish(partial, final, digest, hasher)
 
     @staticmethod
-    def _receive(resp, f, hasher, offset: int, progress, cancel) -> int:
+    def _receive(resp, f, hasher, offset: int, progress, cancel, deadline=None) -> int:
         """Every chunk goes to disk and into the hash as it arrives, so a killed pull
         resumes from all it got. Measured (bench/node.py): inline hashing with SHA-NI
         beats a hashing thread, whose hand-offs cost more than the hash itself."""
@@ -153,6 +155,9 @@ class BlobCache:
         while chunk := resp.read1(READ_BYTES):
             if cancel.is_set():
                 raise Cancelled("download cancelled")
+            # A source that trickles (a slow peer) is given up on, not waited for.
+            if deadline is not None and time.monotonic() > deadline:
+                raise DownloadFailed(f"too slow: {offset} bytes by the deadline")
             f.write(chunk)
             hasher.update(chunk)
             offset += len(chunk)

@@ -5,17 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node_runtime.cache import BlobCache, Cancelled
+from node_runtime.control import ControlPlane
+from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
 from node_runtime.identity import Identity
 from node_runtime.settings import NodeSettings
-from wire.contract import DesiredModel, DesiredState, ModelStatus, SyncState
+from wire.contract import (
+    PEER_BLOBS,
+    PEER_TICKET_HEADER,
+    DesiredModel,
+    DesiredState,
+    ModelStatus,
+    Peer,
+    SyncState,
+    is_http_url,
+)
 from wire.refs import format_ref
 
 log = logging.getLogger("hangar.node.sync")
+
+# Peers tried per pull before the control plane; a peer must answer each read within
+# PEER_READ_TIMEOUT and keep at least PEER_MIN_BYTES_PER_SECOND, or it is given up on.
+PEER_TRIES = 3
+PEER_READ_TIMEOUT = 10
+PEER_MIN_BYTES_PER_SECOND = 5_000_000
 
 
 def served_id(model: DesiredModel) -> str:
@@ -70,6 +89,10 @@ class Syncer:
         self.on_change = on_change
         self.on_removed = on_removed
         self.entries: dict[str, Entry] = {}
+        # Asked for peers holding a digest before each pull (built on first use).
+        self.control: ControlPlane | None = None
+        # Bytes fetched from peers (reported in heartbeat counters, never billed).
+        self.peer_bytes = 0
         self.downloads: dict[str, tuple[asyncio.Task, threading.Event]] = {}
 
     def statuses(self) -> list[ModelStatus]:
@@ -149,6 +172,9 @@ class Syncer:
             while (model := self._model(digest)) is not None:
                 self.mark(digest, SyncState.downloading)
                 try:
+                    if await self._from_peers(model, cancel):
+                        self.mark(digest, SyncState.ready)
+                        return
                     await asyncio.to_thread(self._fetch, model, cancel)
                     self.mark(digest, SyncState.ready)
                     return
@@ -167,6 +193,53 @@ class Syncer:
             current = self.downloads.get(digest)
             if current is not None and current[1] is cancel:
                 del self.downloads[digest]
+
+    async def _peers(self, digest: str) -> list[Peer]:
+        if self.control is None:
+            self.control = ControlPlane(self.identity.server, self.identity.credential)
+        try:
+            found = (await self.control.peers(digest)).peers
+        except (ControlPlaneUnreachable, ControlPlaneRefused) as exc:
+            log.info("no peer list for %s (%s); fetching from the control plane", digest, exc)
+            return []
+        usable = [p for p in found if p.ticket and digest in p.models and is_http_url(p.api_url)]
+        random.shuffle(usable)  # spread a site's pulls over every peer holding it
+        return usable[:PEER_TRIES]
+
+    async def _from_peers(self, model: DesiredModel, cancel: threading.Event) -> bool:
+        """Fetch from a same-tenant peer that holds the digest, verifying it as always.
+        Any failure (unreachable, slow, wrong bytes) moves on; False: use the control plane."""
+        for peer in await self._peers(model.digest):
+            try:
+                await asyncio.to_thread(
+                    self.cache.download,
+                    peer.api_url,
+                    PEER_BLOBS + model.digest,
+                    headers={PEER_TICKET_HEADER: peer.ticket or ""},
+                    digest=model.digest,
+                    size=model.size,
+                    progress=self._progress(model.digest),
+                    cancel=cancel,
+                    timeout=PEER_READ_TIMEOUT,
+                    deadline=time.monotonic() + 30 + model.size / PEER_MIN_BYTES_PER_SECOND,
+                )
+            except Cancelled:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "fetching %s from peer %s failed (%s: %s); trying the next source",
+                    model.digest,
+                    peer.name,
+                    type(exc).__name__,
+                    str(exc)[:300],
+                )
+                # Bytes from a peer that failed are not trusted as a base to resume from.
+                self.cache.partial(model.digest).unlink(missing_ok=True)
+                continue
+            self.peer_bytes += model.size
+            log.info("fetched %s from peer %s", model.digest, peer.name)
+            return True
+        return False
 
     def _fetch(self, model: DesiredModel, cancel: threading.Event) -> None:
         self.cache.download(
@@ -187,3 +260,5 @@ class Syncer:
             cancel.set()
             task.cancel()
         await asyncio.gather(*(t for t, _ in self.downloads.values()), return_exceptions=True)
+        if self.control is not None:
+            await self.control.close()

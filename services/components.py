@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from billing.quotas import Quotas
 from billing.stripe import StripeClient
-from core.db import make_engine, make_sessionmaker
+from core.db import async_url, make_engine, make_sessionmaker
 from core.objectstore import ObjectStore
 from core.settings import Settings
+from fleet.pacing import HeartbeatPacer
 from fleet.revisions import model_changed
 from registry.downloads import Downloads
 from registry.uploads import Uploads
@@ -28,6 +34,10 @@ class Components:
     quotas: Quotas
     stripe: StripeClient
     usage_names: UsageNames
+    pacer: HeartbeatPacer
+    # Heartbeats only: an engine without pre-ping (a ping costs more round trips than
+    # the heartbeat itself); a connection found dead fails one beat, which the node retries.
+    beats: async_sessionmaker[AsyncSession]
 
     @classmethod
     def build(cls, settings: Settings) -> Components:
@@ -35,6 +45,11 @@ class Components:
         sessions = make_sessionmaker(engine)
         store = ObjectStore(settings.s3)
         quotas = Quotas(sessions=sessions, settings=settings.billing)
+        beats = make_sessionmaker(
+            create_async_engine(
+                async_url(settings.database.url), pool_size=settings.database.pool_size
+            )
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -53,6 +68,12 @@ class Components:
             quotas=quotas,
             stripe=StripeClient(settings.stripe),
             usage_names=UsageNames(),
+            pacer=HeartbeatPacer(
+                base=settings.fleet.heartbeat_seconds,
+                target_per_second=settings.fleet.heartbeats_per_second_target,
+                longest=settings.fleet.offline_after_seconds / 2,
+            ),
+            beats=beats,
         )
 
     async def close(self) -> None:
@@ -60,3 +81,4 @@ class Components:
         await self.stripe.close()
         await self.store.close()
         await self.engine.dispose()
+        await self.beats.kw["bind"].dispose()

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from billing import jobs as billing_jobs
 from core.db import transaction, utcnow
 from fleet.nodes import mark_offline
+from fleet.rollouts import advance_all
 from registry.gc import collect_garbage
 from services.components import Components
 
@@ -43,6 +44,12 @@ async def _offline(hangar: Components, now: datetime) -> Any:
     async with transaction(hangar.sessions) as session:
         went_offline = await mark_offline(session, offline_after=after, now=now)
     return {"went_offline": [str(i) for i in went_offline]}
+
+
+async def _rollouts(hangar: Components, now: datetime) -> Any:
+    ratio = hangar.settings.fleet.rollout_error_ratio
+    async with transaction(hangar.sessions) as session:
+        return await advance_all(session, now=now, error_ratio=ratio)
 
 
 async def _storage_sample(hangar: Components, now: datetime) -> Any:
@@ -82,6 +89,12 @@ JOBS: dict[str, Job] = {
             CronTrigger(second=30),
             _offline,
             "mark nodes without a recent heartbeat offline",
+        ),
+        Job(
+            "rollouts",
+            CronTrigger(second="*/15"),
+            _rollouts,
+            "advance rollouts: switch ready nodes, judge health, next wave or roll back",
         ),
         Job(
             "storage-sample",

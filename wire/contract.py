@@ -6,8 +6,11 @@ install and the control plane validates exactly what nodes send.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -107,6 +110,8 @@ class Counters(BaseModel):
     forwarded: Count = 0
     prompt_tokens: Count = 0
     completion_tokens: Count = 0
+    # Model bytes this node fetched from same-tenant peers instead of the control plane.
+    peer_bytes: Count = 0
 
 
 class Resources(BaseModel):
@@ -116,9 +121,15 @@ class Resources(BaseModel):
 
 
 class Heartbeat(BaseModel):
+    """A full heartbeat carries ``facts`` and the report (resources, models); a light one
+    (``facts`` left out) carries only ``state_hash`` and the counters, and says the rest
+    is as last sent. The control plane asks for a full one when its hash differs."""
+
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="idempotency key of this report")
-    sent_at: datetime
-    facts: NodeFacts
+    sent_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    facts: NodeFacts | None = Field(
+        default=None, description="left out in a light heartbeat: unchanged since the last full one"
+    )
     resources: Resources = Field(default_factory=Resources)
     models: list[ModelStatus] = Field(default_factory=list)
     counters: Counters = Field(default_factory=Counters)
@@ -126,12 +137,30 @@ class Heartbeat(BaseModel):
     applied_revision: Count = 0
     # Reports written to disk while the control plane was unreachable.
     queued: bool = False
+    state_hash: Text | None = Field(
+        default=None,
+        max_length=64,
+        description="the node's hash of facts, resources, models and applied_revision",
+    )
+
+
+def state_hash(beat: Heartbeat) -> str:
+    """The one hash both sides agree on: everything a full heartbeat carries except
+    its id, time and counters (counters go in every heartbeat; they are small)."""
+    body = beat.model_dump(
+        mode="json", include={"facts", "resources", "models", "applied_revision"}
+    )
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 class HeartbeatReply(BaseModel):
     desired_revision: int
-    heartbeat_seconds: float
+    heartbeat_seconds: float = Field(description="the interval to use; longer when under load")
     server_time: datetime
+    send_state: bool = Field(
+        default=False,
+        description="the control plane does not hold this state_hash: send a full heartbeat now",
+    )
 
 
 class ReportBatch(BaseModel):
@@ -170,6 +199,44 @@ class Peer(BaseModel):
     name: str
     api_url: str
     models: list[str] = Field(description="digests this peer reports ready")
+    ticket: str | None = Field(
+        default=None,
+        description="lets the asking node fetch the digest from this peer (GET "
+        "{api_url}/v1/peer/blobs/{digest} with header X-Hangar-Peer-Ticket); given only to "
+        "nodes the digest "
+        "is assigned to",
+    )
+
+
+PEER_BLOBS = "/v1/peer/blobs/"
+# Its own header, not Authorization: nothing that looks like an API key goes to a peer.
+PEER_TICKET_HEADER = "X-Hangar-Peer-Ticket"
+PEER_TICKET_SECONDS = 600
+
+
+def _ticket_mac(credential_hash: str, digest: str, requester: str, expires: int) -> str:
+    return hmac.new(
+        credential_hash.encode(), f"{digest}|{requester}|{expires}".encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def peer_ticket(*, credential_hash: str, digest: str, requester: uuid.UUID, expires: int) -> str:
+    """Issued by the control plane, keyed by the serving peer's credential hash: the
+    peer checks it alone, and neither node ever sees the other's credential."""
+    return f"{expires}.{requester}.{_ticket_mac(credential_hash, digest, str(requester), expires)}"
+
+
+def check_peer_ticket(ticket: str, *, credential: str, digest: str, now: float) -> bool:
+    """On the serving peer: was this ticket issued for this digest, to a node of my
+    tenant (only the control plane knows my credential's hash), and not expired?"""
+    try:
+        expires_text, requester, mac = ticket.split(".", 2)
+        expires = int(expires_text)
+    except ValueError:
+        return False
+    own_hash = hashlib.sha256(credential.encode()).hexdigest()
+    expected = _ticket_mac(own_hash, digest, requester, expires)
+    return expires >= now and hmac.compare_digest(mac, expected)
 
 
 class PeerList(BaseModel):

@@ -45,6 +45,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             fleet.NodeController,
             fleet.DeploymentController,
             fleet.NodeAgentController,
+            fleet.RolloutController,
             usage.UsageController,
             usage.UsageImportController,
             invoices.InvoiceController,

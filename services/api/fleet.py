@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Annotated
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db import utcnow
-from fleet import deployments, heartbeats, nodes, tokens
+from core.db import transaction, utcnow
+from core.errors import Forbidden
+from fleet import deployments, heartbeats, nodes, rollouts, tokens
 from fleet.schemas import (
     DeploymentCreate,
     DeploymentOut,
@@ -21,11 +24,14 @@ from fleet.schemas import (
     NodeLabels,
     NodeOut,
     NodeReportOut,
+    RolloutCreate,
+    RolloutOut,
 )
-from services.api.auth import Principal
+from services.api.auth import Principal, bearer
 from services.components import Components
 from tenants.schemas import Scope
 from wire.contract import (
+    NODE_CREDENTIAL_PREFIX,
     DesiredState,
     EnrollRequest,
     EnrollResponse,
@@ -36,6 +42,9 @@ from wire.contract import (
     ReportBatchReply,
 )
 from wire.refs import check_digest
+
+# `nodes ls` pages: the cursor of the next page, when there is one.
+NEXT_HEADER = "X-Next-After"
 
 
 def _offline_after(hangar: Components) -> timedelta:
@@ -81,16 +90,34 @@ class NodeController(Controller):
     path = "/v1/nodes"
     tags = ["fleet"]
 
-    @get("/")
+    @get(
+        "/",
+        response_headers=[
+            ResponseHeader(
+                name=NEXT_HEADER,
+                description="present when there are more nodes: pass it as `after`",
+                documentation_only=True,
+            )
+        ],
+    )
     async def list(
-        self, db: AsyncSession, hangar: Components, principal: Principal
-    ) -> list[NodeOut]:
+        self,
+        db: AsyncSession,
+        hangar: Components,
+        principal: Principal,
+        after: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
+    ) -> Response[list[NodeOut]]:
+        """Nodes by name, one page at a time (keyset: fast at any depth)."""
         principal.require(Scope.read)
-        after = _offline_after(hangar)
-        return [
-            nodes.node_out(n, offline_after=after)
-            for n in await nodes.list_nodes(db, tenant_id=principal.tenant_id)
-        ]
+        offline = _offline_after(hangar)
+        page, next_after = await nodes.page_nodes(
+            db, tenant_id=principal.tenant_id, after=after, limit=limit
+        )
+        return Response(
+            [nodes.node_out(n, offline_after=offline) for n in page],
+            headers={NEXT_HEADER: next_after} if next_after else {},
+        )
 
     @get("/{node_id:uuid}")
     async def show(
@@ -210,13 +237,24 @@ class NodeAgentController(Controller):
 
     @post("/heartbeat", status_code=200)
     async def heartbeat(
-        self, db: AsyncSession, hangar: Components, principal: Principal, data: Heartbeat
+        self, request: Request, hangar: Components, data: Heartbeat
     ) -> HeartbeatReply:
-        revision = await heartbeats.heartbeat(db, node_id=principal.require_node(), beat=data)
+        """The hot path of a whole fleet: no principal dependency and its own short
+        transaction, so one beat is one round trip to Postgres (auth and write together).
+        A light heartbeat (no ``facts``) that the control plane cannot match gets
+        ``send_state: true``."""
+        secret = bearer(request)
+        if not secret.startswith(NODE_CREDENTIAL_PREFIX):
+            raise Forbidden(
+                "this route is for nodes: call it with the node credential from `hangar node enroll`"
+            )
+        async with transaction(hangar.beats) as session:
+            beat = await heartbeats.heartbeat(session, credential=secret, beat=data)
         return HeartbeatReply(
-            desired_revision=revision,
-            heartbeat_seconds=hangar.settings.fleet.heartbeat_seconds,
+            desired_revision=beat.desired_revision,
+            heartbeat_seconds=hangar.pacer.beat(),
             server_time=utcnow(),
+            send_state=beat.send_state,
         )
 
     @post("/reports", status_code=200)
@@ -250,3 +288,78 @@ class NodeAgentController(Controller):
             digest=digest,
         )
         return PeerList(peers=found)
+
+
+class RolloutController(Controller):
+    path = "/v1/rollouts"
+    tags = ["fleet"]
+
+    @post("/")
+    async def start(
+        self, db: AsyncSession, hangar: Components, principal: Principal, data: RolloutCreate
+    ) -> RolloutOut:
+        """Move a tag's nodes to another version in health-gated waves."""
+        principal.require_admin()
+        return await rollouts.start(
+            db,
+            tenant_id=principal.tenant_id,
+            model=data.model,
+            to=data.to,
+            selector=data.selector,
+            steps=data.steps,
+            bake_seconds=data.bake_seconds,
+            max_unhealthy=data.max_unhealthy,
+            error_ratio=hangar.settings.fleet.rollout_error_ratio,
+        )
+
+    @get("/")
+    async def list(
+        self, db: AsyncSession, principal: Principal, model: str | None = None
+    ) -> list[RolloutOut]:
+        """Newest first; ``model=NAME:TAG`` for one tag's rollouts."""
+        principal.require(Scope.read)
+        return await rollouts.list_rollouts(db, tenant_id=principal.tenant_id, model=model)
+
+    @get("/{rollout_id:uuid}")
+    async def show(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        principal.require(Scope.read)
+        return await rollouts.get_rollout(db, tenant_id=principal.tenant_id, rollout_id=rollout_id)
+
+    @post("/{rollout_id:uuid}/pause", status_code=200)
+    async def pause(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        principal.require_admin()
+        return await rollouts.set_state(
+            db,
+            tenant_id=principal.tenant_id,
+            rollout_id=rollout_id,
+            to=rollouts.RolloutState.paused,
+        )
+
+    @post("/{rollout_id:uuid}/resume", status_code=200)
+    async def resume(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        principal.require_admin()
+        return await rollouts.set_state(
+            db,
+            tenant_id=principal.tenant_id,
+            rollout_id=rollout_id,
+            to=rollouts.RolloutState.running,
+        )
+
+    @post("/{rollout_id:uuid}/abort", status_code=200)
+    async def abort(
+        self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
+    ) -> RolloutOut:
+        """Stop, and send every node it moved back to the previous version."""
+        principal.require_admin()
+        return await rollouts.set_state(
+            db,
+            tenant_id=principal.tenant_id,
+            rollout_id=rollout_id,
+            to=rollouts.RolloutState.aborted,
+        )

@@ -6,9 +6,10 @@ import re
 import uuid
 from typing import Annotated
 
+import httpx
 import typer
 
-from services.cli.client import JSON, call, fail, out, print_json, show_table
+from services.cli.client import JSON, call, check, client, fail, out, print_json, show_table
 
 tokens = typer.Typer(help="Enrollment tokens: how machines join your tenant.", no_args_is_help=True)
 nodes = typer.Typer(help="Your fleet: enrolled machines.", no_args_is_help=True)
@@ -23,6 +24,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(nodes, name="nodes")
     app.add_typer(deployments, name="deployments")
     app.command("deploy")(deploy)
+    from services.cli.rollouts import rollout  # it reuses this module's parsers
+
+    app.add_typer(rollout, name="rollout")
 
 
 def seconds(text: str) -> int:
@@ -123,9 +127,27 @@ def tokens_revoke(token_id: uuid.UUID) -> None:
 
 
 @nodes.command("ls")
-def nodes_ls(json: JSON = False) -> None:
+def nodes_ls(
+    json: JSON = False,
+    limit: Annotated[
+        int | None, typer.Option(help="at most this many nodes (default: all, page by page)")
+    ] = None,
+) -> None:
     """Each node's state, last heartbeat, and its models' sync state."""
-    rows = call("GET", "/v1/nodes/")
+    rows: list[dict] = []
+    after = None
+    with client() as http:
+        while limit is None or len(rows) < limit:
+            params = {"limit": min(1000, limit - len(rows)) if limit else 1000}
+            if after:
+                params["after"] = after
+            try:
+                resp = http.get("/v1/nodes/", params=params)
+            except httpx.TransportError as exc:
+                fail(f"cannot reach Hangar at {http.base_url}: {exc}")
+            rows += check(resp)
+            if not (after := resp.headers.get("x-next-after")):
+                break
     if json:
         return print_json(rows)
     show_table(
