@@ -34,7 +34,7 @@ class Components:
         engine = make_engine(settings.database)
         sessions = make_sessionmaker(engine)
         store = ObjectStore(settings.s3)
-        quotas = Quotas(sessions=sessions, settings=settings.billing)
+        quotas = Quotas(sessions=sessions)
         return cls(
             settings=settings,
             engine=engine,
