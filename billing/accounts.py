@@ -17,6 +17,7 @@ from core.db import utcnow
 from core.errors import BadRequest, NotFound
 from tenants.models import Tenant
 from tenants.plans import OPENING_PLANS, Plan
+from tenants.service import create_tenant
 
 
 async def open_account(
@@ -41,6 +42,16 @@ async def open_account(
     session.add(period)
     await session.flush()
     return period
+
+
+async def open_tenant(
+    session: AsyncSession, *, name: str, plan: Plan, trial_days: int
+) -> tuple[Tenant, Plan]:
+    """A new tenant and its billing account, in the caller's transaction, and the plan
+    it is on now. Every way of creating a tenant (API, console) goes through here."""
+    tenant = await create_tenant(session, name=name)
+    first = await open_account(session, tenant=tenant, plan=plan, trial_days=trial_days)
+    return tenant, Plan(first.plan)
 
 
 @dataclass

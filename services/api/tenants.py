@@ -8,7 +8,7 @@ from litestar import Controller, delete, get, post
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.accounts import open_account, plans_now
+from billing.accounts import open_tenant, plans_now
 from core.db import utcnow
 from services.api.auth import Principal, provide_operator
 from services.components import Components
@@ -41,12 +41,11 @@ class TenantController(Controller):
     ) -> TenantCreated:
         """The tenant, its billing account on ``plan`` and its first admin key, in one
         transaction: a tenant never exists without an account."""
-        tenant = await service.create_tenant(db, name=data.name)
-        first = await open_account(
-            db, tenant=tenant, plan=Plan(data.plan), trial_days=hangar.settings.billing.trial_days
+        tenant, plan = await open_tenant(
+            db, name=data.name, plan=Plan(data.plan), trial_days=hangar.settings.billing.trial_days
         )
         key = await service.create_key(db, tenant_id=tenant.id, name="admin", scopes=[Scope.admin])
-        return TenantCreated(**_out(tenant, Plan(first.plan)).model_dump(), admin_key=key)
+        return TenantCreated(**_out(tenant, plan).model_dump(), admin_key=key)
 
     @get("/")
     async def list(self, db: AsyncSession, operator: None) -> list[TenantOut]:
