@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict
@@ -31,17 +31,32 @@ def open_month_sql(*, tenant: str, moment: str) -> str:
     )
 
 
+_CLOSE = text(
+    """
+    insert into closed_periods (tenant_id, period, reference, created_at)
+    select u.t, u.p, u.r, now()
+    from unnest(cast(:t as uuid[]), cast(:p as date[]), cast(:r as text[])) as u(t, p, r)
+    on conflict (tenant_id, period) do nothing
+    """
+)
+
+
 async def close_months(
     session: AsyncSession, closing: Iterable[tuple[uuid.UUID, Period, str]]
 ) -> None:
     """Close each (tenant, month) for good; ``reference`` names what closed it (the
-    invoice number). Flushes only: the caller's transaction decides."""
-    rows = [
-        {"tenant_id": tenant_id, "period": period.first_day, "reference": reference}
-        for tenant_id, period, reference in closing
-    ]
+    invoice number). A month already closed stays as it was. One statement however many
+    (a period close passes a whole batch); the caller's transaction decides."""
+    rows = list(closing)
     if rows:
-        await session.execute(insert(ClosedPeriod), rows)
+        await session.execute(
+            _CLOSE,
+            {
+                "t": [tenant_id for tenant_id, _, _ in rows],
+                "p": [period.first_day for _, period, _ in rows],
+                "r": [reference for _, _, reference in rows],
+            },
+        )
 
 
 _CLOSED_IN_SPAN = text(
