@@ -24,8 +24,8 @@ def key_out(key: ApiKey) -> ApiKeyOut:
 
 
 async def create_tenant(session: AsyncSession, *, name: str) -> Tenant:
-    """The tenant row only: the application layer opens its billing account (and plan)
-    in the same transaction."""
+    """The tenant row only. Create tenants with ``billing.accounts.open_tenant``, which
+    opens the billing account (and first plan) in the same transaction."""
     if await session.scalar(select(Tenant.id).where(Tenant.name == name)):
         raise Conflict(f"a tenant named {name!r} already exists; pick another name")
     tenant = Tenant(name=name)
