@@ -110,8 +110,8 @@ async def seed_tenants(
     now = datetime.now(UTC)
     await conn.copy_records_to_table(
         "tenants",
-        records=[(t, f"inv-{t.hex[:12]}", "payg", now) for t in ids],
-        columns=["id", "name", "plan", "created_at"],
+        records=[(t, f"inv-{t.hex[:12]}", now) for t in ids],
+        columns=["id", "name", "created_at"],
     )
     await conn.copy_records_to_table(
         "billing_accounts", records=[(t, now) for t in ids], columns=["tenant_id", "created_at"]

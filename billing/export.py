@@ -1,9 +1,7 @@
-"""Finance exports: one row per invoice line (and per credit note), as CSV or JSON."""
+"""Finance exports: one row per invoice line (and per credit note), in ``COLUMNS``."""
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -122,11 +120,3 @@ async def export_rows(
             }
         )
     return rows
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -20,12 +20,13 @@ from billing.schemas import (
     LineUsage,
     UsageEventOut,
 )
+from billing.states import INVOICE, InvoiceStatus
 from core.errors import BadRequest, Conflict, NotFound
 from metering.models import UsageEvent
 from metering.periods import Period
 from tenants.models import Tenant
 
-STATUSES = ("draft", "open", "paid", "payment_failed", "void")
+STATUSES = tuple(InvoiceStatus)
 
 
 def _credited():
@@ -150,9 +151,7 @@ async def _full(session: AsyncSession, invoice: Invoice, tenant: str) -> Invoice
     )
 
 
-async def preview(
-    session: AsyncSession, *, tenant_id: uuid.UUID, period: Period, trial_days: int
-) -> InvoiceOut:
+async def preview(session: AsyncSession, *, tenant_id: uuid.UUID, period: Period) -> InvoiceOut:
     """The invoice as it stands: the finalized one if the period is closed, else a draft
     rated from the usage so far (flat fees for the whole month, as they will be billed)."""
     existing = await session.scalar(
@@ -162,7 +161,7 @@ async def preview(
     )
     if existing:
         return await get_invoice(session, tenant_id=tenant_id, ref=existing)
-    state = await standing(session, tenant_id=tenant_id, trial_days=trial_days)
+    state = await standing(session, tenant_id=tenant_id)
     lines = (
         await rate_tenants(session, period=period, segments={tenant_id: state.segments}, draft=True)
     )[tenant_id]
@@ -173,7 +172,7 @@ async def preview(
         tenant_id=tenant_id,
         tenant=state.tenant.name,
         period=str(period),
-        status="draft",
+        status=InvoiceStatus.draft,
         currency="gbp",
         total_pence=total,
         total=pounds(total),
@@ -267,7 +266,7 @@ async def create_credit_note(
         )
     )
     left = invoice.total_pence - int(credited or 0)
-    if invoice.status == "void":
+    if invoice.status == InvoiceStatus.void:
         raise Conflict(f"{invoice.number} is void; nothing is left to credit")
     if amount_pence > left:
         raise BadRequest(
@@ -292,12 +291,13 @@ async def void_invoice(session: AsyncSession, *, ref: str, now: datetime) -> Inv
     """Cancel an unpaid invoice. It keeps its number (the series stays gap-free) and the
     Stripe sync voids the Stripe invoice too."""
     invoice, tenant = await _find(session, tenant_id=None, ref=ref)
-    if invoice.status == "paid":
+    if invoice.status == InvoiceStatus.paid:
         raise Conflict(
             f"{invoice.number} is paid; refund it with a credit note instead of voiding it"
         )
-    if invoice.status != "void":
-        invoice.status, invoice.voided_at = "void", now
+    if invoice.status != InvoiceStatus.void:
+        invoice.status = INVOICE.check(invoice.status, InvoiceStatus.void)
+        invoice.voided_at = now
         # The sync job brings Stripe along (void there, or remove pending items).
         invoice.stripe_next_attempt_at = None
     await session.flush()

@@ -10,7 +10,6 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.accounts import ensure_accounts
 from billing.period_close import closable_periods, close_period
 from billing.stripe import StripeClient
 from billing.stripe_sync import SyncReport, sync_invoices
@@ -53,10 +52,9 @@ class CloseReport:
     failed: list[str] = field(default_factory=list)
 
 
-async def expire_trials(session: AsyncSession, *, now: datetime, trial_days: int) -> TrialReport:
+async def expire_trials(session: AsyncSession, *, now: datetime) -> TrialReport:
     """Record each ended trial's successor: paid Starter with a payment method on file,
     else "lapsed" (writes and downloads refused until a plan is chosen)."""
-    await ensure_accounts(session, trial_days=trial_days)
     report = TrialReport()
     for (plan,) in await session.execute(_EXPIRE_TRIALS, {"now": now}):
         if plan == "starter":
@@ -83,17 +81,17 @@ async def run_device_count(
 
 
 async def run_trial_expiry(
-    sessions: async_sessionmaker[AsyncSession], *, now: datetime, settings: BillingSettings
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime
 ) -> TrialReport:
     async with transaction(sessions) as session:
-        return await expire_trials(session, now=now, trial_days=settings.trial_days)
+        return await expire_trials(session, now=now)
 
 
 async def run_period_close(
     sessions: async_sessionmaker[AsyncSession], *, now: datetime, settings: BillingSettings
 ) -> CloseReport:
     # Trials that ended are recorded first, so invoices and the plan history agree.
-    await run_trial_expiry(sessions, now=now, settings=settings)
+    await run_trial_expiry(sessions, now=now)
     report = CloseReport()
     for period in closable_periods(now, settings):
         result = await close_period(sessions, period=period, now=now, settings=settings)

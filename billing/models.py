@@ -109,7 +109,8 @@ class Invoice(CreatedAt, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     number: Mapped[str] = mapped_column(String(32), unique=True)
     period: Mapped[date] = mapped_column(Date, index=True)
-    # open (awaiting payment), paid, payment_failed, void
+    # ``billing.states.InvoiceStatus`` (open, paid, payment_failed, void), moved only as
+    # ``billing.states.INVOICE`` allows.
     status: Mapped[str] = mapped_column(String(16), index=True)
     currency: Mapped[str] = mapped_column(String(3))
     total_pence: Mapped[int] = mapped_column(BigInteger)
@@ -117,7 +118,7 @@ class Invoice(CreatedAt, Base):
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     voided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Stripe sync: none -> invoiced -> collected (pay attempted) / voided; or skipped.
+    # ``billing.states.StripeState``: none -> invoiced -> collected / voided, or skipped.
     stripe_state: Mapped[str] = mapped_column(String(16), index=True)
     stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
     stripe_error: Mapped[str | None] = mapped_column(Text)

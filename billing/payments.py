@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.accounts import standing
 from billing.models import BillingAccount, Invoice
+from billing.states import StripeState
 from billing.stripe import StripeClient, StripeError, StripeUnavailable
 from billing.stripe_sync import StripeSync
 from core.db import transaction
@@ -22,14 +23,13 @@ async def set_payment_method(
     stripe: StripeClient,
     tenant_id: uuid.UUID,
     payment_method: str,
-    trial_days: int,
     now: datetime,
 ) -> str:
     """Attach ``payment_method`` (a Stripe ``pm_...`` id, e.g. from Stripe Elements) as the
     default for invoices; returns the id Stripe keeps it under. Without Stripe
     configured the id is only recorded (self-hosted installs billed by hand)."""
     async with transaction(sessions) as session:
-        state = await standing(session, tenant_id=tenant_id, trial_days=trial_days)
+        state = await standing(session, tenant_id=tenant_id)
     method = payment_method
     if stripe.enabled:
         sync = StripeSync(sessions=sessions, client=stripe, now=now)
@@ -68,7 +68,7 @@ async def set_payment_method(
         # Invoices waiting for a card are pushed on the next sync run, not tomorrow.
         await session.execute(
             update(Invoice)
-            .where(Invoice.tenant_id == tenant_id, Invoice.stripe_state == "invoiced")
+            .where(Invoice.tenant_id == tenant_id, Invoice.stripe_state == StripeState.invoiced)
             .values(stripe_next_attempt_at=None)
         )
     return method

@@ -16,12 +16,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.accounts import ensure_accounts, load_segments
+from billing.accounts import load_segments
 from billing.models import BillingAccount, Invoice, InvoiceLine, NumberSeries, PlanPeriod
 from billing.rating import RatedLine, rate, windows
+from billing.states import INVOICE, InvoiceStatus, StripeState
 from billing.timeline import Segment
 from core.db import transaction
 from core.settings import BillingSettings
+from metering.closing import close_months
 from metering.meters import BILLED
 from metering.periods import Period
 from tenants.models import Tenant
@@ -123,8 +125,6 @@ async def close_period(
 ) -> CloseResult:
     """Finalize every tenant's invoice for ``period``. Safe to run again or concurrently:
     each batch takes the number series lock first and then skips tenants already invoiced."""
-    async with transaction(sessions) as session:
-        await ensure_accounts(session, trial_days=settings.trial_days)
     result = CloseResult(str(period), 0, [])
     candidates = await _candidates(sessions, period)
     size = settings.close_batch_size
@@ -196,7 +196,10 @@ async def _close_batch(
                 "tenant_id": tenant_id,
                 "number": label,
                 "period": period.first_day,
-                "status": "open" if total > 0 else "paid",
+                # Finalizing the draft: due if something is, else settled at once.
+                "status": INVOICE.check(
+                    InvoiceStatus.draft, InvoiceStatus.open if total > 0 else InvoiceStatus.paid
+                ),
                 "currency": "gbp",
                 "total_pence": total,
                 "finalized_at": now,
@@ -205,7 +208,7 @@ async def _close_batch(
                 + timedelta(
                     days=_due_days(segments[tenant_id], period, settings.payment_terms_days)
                 ),
-                "stripe_state": "none" if total > 0 else "skipped",
+                "stripe_state": StripeState.none if total > 0 else StripeState.skipped,
                 "stripe_attempts": 0,
                 "created_at": now,
             }
@@ -218,6 +221,11 @@ async def _close_batch(
     await session.execute(insert(Invoice), invoices)
     if lines:
         await session.execute(insert(InvoiceLine), lines)
+    # Same transaction as the invoices: a month is closed to usage exactly when its
+    # invoice exists.
+    await close_months(
+        session, [(tenant_id, period, label) for tenant_id, label in zip(todo, labels, strict=True)]
+    )
     return labels
 
 

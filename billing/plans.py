@@ -8,36 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
 
 from billing.models import Contract
 from metering.meters import DEVICE_DAY, EGRESS, GB_INT, STORAGE_SAMPLE
-
-
-class PlanName(StrEnum):
-    trial = "trial"
-    starter = "starter"
-    payg = "payg"
-    enterprise = "enterprise"
-    # The trial ended without a payment method: no charges, writes and downloads refused.
-    lapsed = "lapsed"
-
-
-# What a tenant's ``plan`` field shows for each (the tenants API knows three plans).
-PUBLIC_PLAN = {
-    PlanName.trial: "starter",
-    PlanName.starter: "starter",
-    PlanName.payg: "payg",
-    PlanName.enterprise: "enterprise",
-    PlanName.lapsed: "starter",
-}
+from tenants.plans import Plan
 
 TITLES = {
-    PlanName.trial: "Starter trial",
-    PlanName.starter: "Starter",
-    PlanName.payg: "Pay-as-you-go",
-    PlanName.enterprise: "Enterprise",
-    PlanName.lapsed: "No plan (trial ended)",
+    Plan.trial: "Starter trial",
+    Plan.starter: "Starter",
+    Plan.payg: "Pay-as-you-go",
+    Plan.enterprise: "Enterprise",
+    Plan.lapsed: "No plan (trial ended)",
 }
 
 UNITS = {DEVICE_DAY: "device-month", STORAGE_SAMPLE: "GB-month", EGRESS: "GB"}
@@ -54,7 +35,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Terms:
-    plan: PlanName
+    plan: Plan
     monthly_fee_pence: Decimal = Decimal(0)
     # Pence per unit (device-month, GB-month, GB); a meter not listed is not billed.
     rates: dict[str, Decimal] = field(default_factory=dict)
@@ -78,15 +59,15 @@ PAYG_RATES = {DEVICE_DAY: Decimal(500), STORAGE_SAMPLE: Decimal(5), EGRESS: Deci
 
 
 def terms_for(
-    plan: PlanName, *, contract: Contract | None = None, spend_cap_pence: int | None = None
+    plan: Plan, *, contract: Contract | None = None, spend_cap_pence: int | None = None
 ) -> Terms:
-    if plan is PlanName.trial:
+    if plan is Plan.trial:
         return Terms(plan, limits=STARTER_LIMITS)
-    if plan is PlanName.starter:
+    if plan is Plan.starter:
         return Terms(plan, monthly_fee_pence=STARTER_FEE_PENCE, limits=STARTER_LIMITS)
-    if plan is PlanName.payg:
+    if plan is Plan.payg:
         return Terms(plan, rates=PAYG_RATES, spend_cap_pence=spend_cap_pence)
-    if plan is PlanName.lapsed:
+    if plan is Plan.lapsed:
         return Terms(plan, limits=STARTER_LIMITS, blocked=True)
     if contract is None:
         # Enterprise before the operator set a contract: nothing is charged or capped.

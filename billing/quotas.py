@@ -15,22 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.accounts import Standing, standing
 from billing.period_close import rate_tenants
-from billing.plans import PlanName, Terms
+from billing.plans import Terms
 from billing.rating import CONTEXT, pounds, to_pence
 from billing.schemas import LimitStatus
 from core.db import utcnow
 from core.errors import PaymentRequired
-from core.settings import BillingSettings
 from fleet.models import Node
 from metering.meters import DEVICE_DAY, EGRESS, GB, STORAGE_SAMPLE, format_gb
 from metering.models import UsageEvent
 from metering.periods import Period
 from registry.models import Blob, ModelVersion
 from registry.service import storage_bytes
+from tenants.plans import Plan
 
 
 def _how_to_raise(terms: Terms) -> str:
-    if terms.plan is PlanName.enterprise:
+    if terms.plan is Plan.enterprise:
         return (
             "Ask your Hangar operator to raise it in your contract "
             "(`hangar contracts set TENANT ...`)."
@@ -106,7 +106,7 @@ async def _check_spend(
     period = Period.containing(now)
     who = (
         "your Hangar operator (in the contract)"
-        if terms.plan is PlanName.enterprise
+        if terms.plan is Plan.enterprise
         else "`hangar billing cap AMOUNT`"
     )
     raise PaymentRequired(
@@ -127,14 +127,13 @@ class Quotas:
     """The registry's ``Quota`` (each check in its own short transaction) and the fleet's
     ``NodeLimit`` (inside the enrollment transaction)."""
 
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], settings: BillingSettings):
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
-        self.settings = settings
 
     async def _state(
         self, session: AsyncSession, tenant_id: uuid.UUID, now: datetime
     ) -> tuple[Standing, Terms]:
-        state = await standing(session, tenant_id=tenant_id, trial_days=self.settings.trial_days)
+        state = await standing(session, tenant_id=tenant_id)
         terms = state.at(now).terms
         if terms.blocked:
             raise _blocked(state, terms)
@@ -142,7 +141,7 @@ class Quotas:
 
     async def check_node_limit(self, session: AsyncSession, *, tenant_id: uuid.UUID) -> None:
         """The fleet's ``NodeLimit``: inside the enrollment's own transaction."""
-        await check_node_limit(session, tenant_id=tenant_id, trial_days=self.settings.trial_days)
+        await check_node_limit(session, tenant_id=tenant_id)
 
     async def check_upload_start(
         self, *, tenant_id: uuid.UUID, size: int | None, now: datetime | None = None
@@ -235,14 +234,13 @@ async def check_node_limit(
     session: AsyncSession,
     *,
     tenant_id: uuid.UUID,
-    trial_days: int = 30,
     now: datetime | None = None,
 ) -> None:
     """Call inside the transaction that enrolls the node, before inserting it: the
     account row is locked until that transaction ends, so two enrollments racing for
     the last place are serialized and only one gets it."""
     now = now or utcnow()
-    state = await standing(session, tenant_id=tenant_id, trial_days=trial_days, lock=True)
+    state = await standing(session, tenant_id=tenant_id, lock=True)
     terms = state.at(now).terms
     if terms.blocked:
         raise _blocked(state, terms)

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from billing.plans import METER_TITLES, UNITS, PlanName, Terms
+from billing.plans import METER_TITLES, UNITS, Terms
 from billing.timeline import Segment
 from metering.meters import BILLED, DEVICE_DAY, GB, STORAGE_SAMPLE
 from metering.periods import Period, day_start, next_midnight_at_or_after
+from tenants.plans import Plan
 
 QUANTITY_PLACES = Decimal("0.000000001")
 # Byte sums times prices need more than the default 28 significant digits in the worst case.
@@ -99,7 +100,7 @@ def _fee_line(window: Window, period: Period) -> RatedLine | None:
     common = dict(
         plan=terms.plan.value, meter=None, usage_from=window.usage_from, usage_to=window.usage_to
     )
-    if terms.plan is PlanName.trial:
+    if terms.plan is Plan.trial:
         return RatedLine(
             kind="trial",
             description=f"Starter trial, {_days_label(window, period)}, free",
@@ -161,7 +162,7 @@ def _usage_line(
     if rate is None:
         if not events:
             return None
-        note = "not charged" if terms.blocked or terms.plan is PlanName.enterprise else "included"
+        note = "not charged" if terms.blocked or terms.plan is Plan.enterprise else "included"
         return RatedLine(
             description=f"{title}, {note}",
             quantity=quantity.quantize(QUANTITY_PLACES),

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
+from billing.states import InvoiceStatus, StripeState
 from metering.schemas import UsageReport
+from tenants.plans import Plan, accepting
 
 
 class LineOut(BaseModel):
@@ -41,7 +43,7 @@ class InvoiceSummary(BaseModel):
     tenant: str
     period: str
     # draft (a preview of the open period), open, paid, payment_failed, void
-    status: str
+    status: InvoiceStatus
     currency: str
     total_pence: int
     total: str
@@ -50,7 +52,7 @@ class InvoiceSummary(BaseModel):
     due_at: datetime | None
     paid_at: datetime | None
     stripe_invoice_id: str | None
-    stripe_state: str | None
+    stripe_state: StripeState | None
     # Why the last push to Stripe did not complete, for reconciliation.
     stripe_error: str | None = None
 
@@ -92,7 +94,7 @@ class LimitStatus(BaseModel):
 
 
 class UsageOverview(UsageReport):
-    plan: str
+    plan: Plan
     plan_title: str
     limits: list[LimitStatus]
 
@@ -100,7 +102,7 @@ class UsageOverview(UsageReport):
 class AccountOut(BaseModel):
     tenant_id: uuid.UUID
     tenant: str
-    plan: str
+    plan: Plan
     plan_title: str
     trial_ends_at: datetime | None
     payment_method: str | None
@@ -110,13 +112,13 @@ class AccountOut(BaseModel):
 
 
 class PlanChange(BaseModel):
-    plan: Literal["trial", "starter", "payg", "enterprise"]
+    plan: accepting(Plan.trial, Plan.starter, Plan.payg, Plan.enterprise)  # type: ignore[valid-type]
     # Default now. Operators may backdate (migrations) but not into an invoiced month.
     effective_at: AwareDatetime | None = None
 
 
 class TenantPlanChoice(BaseModel):
-    plan: Literal["starter", "payg"]
+    plan: accepting(Plan.starter, Plan.payg)  # type: ignore[valid-type]
 
 
 # Amounts stay well inside a BIGINT, and quantities inside NUMERIC(24, 9).

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.models import BillingAccount, Invoice, InvoiceLine, StripeRequest
+from billing.states import INVOICE, STRIPE_PUSH, InvoiceStatus, StripeState
 from billing.stripe import StripeClient, StripeError, StripeUnavailable, StripeUncertain
 from core.db import transaction
 from metering.periods import Period
@@ -169,11 +170,32 @@ class StripeSync:
         return customer
 
     async def _set_invoice(self, invoice_id: uuid.UUID, **values: Any) -> None:
+        """Bookkeeping that changes no state (errors, retry times)."""
         async with transaction(self.sessions) as session:
             await session.execute(update(Invoice).where(Invoice.id == invoice_id).values(**values))
 
+    async def _advance(
+        self,
+        invoice_id: uuid.UUID,
+        *,
+        status: InvoiceStatus | None = None,
+        stripe_state: StripeState | None = None,
+        **values: Any,
+    ) -> None:
+        """Move the invoice's states, only along moves ``billing.states`` allows: a
+        webhook or a void may have moved it since it was read, and wins."""
+        stmt = update(Invoice).where(Invoice.id == invoice_id)
+        if status is not None:
+            stmt = stmt.where(Invoice.status.in_(INVOICE.sources(status)))
+            values["status"] = status
+        if stripe_state is not None:
+            stmt = stmt.where(Invoice.stripe_state.in_(STRIPE_PUSH.sources(stripe_state)))
+            values["stripe_state"] = stripe_state
+        async with transaction(self.sessions) as session:
+            await session.execute(stmt.values(**values))
+
     async def push(self, invoice: Invoice, tenant: Tenant, account: BillingAccount) -> None:
-        if invoice.status == "void":
+        if invoice.status == InvoiceStatus.void:
             await self._push_void(invoice, tenant)
             return
         customer = await self.ensure_customer(tenant)
@@ -204,24 +226,35 @@ class StripeSync:
                 raise
             # The card was declined: Stripe's own dunning takes over; do not charge again.
             await self._mark_done(f"hangar:pay:{invoice.id}", tenant.id, stripe_invoice)
-            await self._set_invoice(
+            await self._advance(
                 invoice.id,
-                status="payment_failed",
-                stripe_state="collected",
+                status=InvoiceStatus.payment_failed,
+                stripe_state=StripeState.collected,
                 stripe_error=exc.message,
             )
             return
         collected = await self.client.get(f"/v1/invoices/{stripe_invoice}")
-        values: dict[str, Any] = {"stripe_state": "collected", "stripe_error": None}
         if collected.get("status") == "paid":
-            values.update(status="paid", paid_at=self.now)
+            await self._advance(
+                invoice.id,
+                status=InvoiceStatus.paid,
+                stripe_state=StripeState.collected,
+                stripe_error=None,
+                paid_at=self.now,
+            )
         elif failure := await self._payment_failure(collected):
-            values.update(status="payment_failed", stripe_error=failure)
-        async with transaction(self.sessions) as session:
-            await session.execute(
-                update(Invoice)
-                .where(Invoice.id == invoice.id, Invoice.status != "void")
-                .values(**values)
+            await self._advance(
+                invoice.id,
+                status=InvoiceStatus.payment_failed,
+                stripe_state=StripeState.collected,
+                stripe_error=failure,
+            )
+        else:  # still processing: the webhook will say how it ended
+            await self._advance(
+                invoice.id,
+                status=InvoiceStatus(invoice.status),
+                stripe_state=StripeState.collected,
+                stripe_error=None,
             )
 
     async def _create_invoice(self, invoice: Invoice, tenant: Tenant, customer: str) -> str:
@@ -273,8 +306,8 @@ class StripeSync:
                 f"{invoice.number} totals {invoice.total_pence} pence; "
                 "check the customer's pending invoice items",
             )
-        await self._set_invoice(
-            invoice.id, stripe_invoice_id=stripe_invoice, stripe_state="invoiced"
+        await self._advance(
+            invoice.id, stripe_state=StripeState.invoiced, stripe_invoice_id=stripe_invoice
         )
         return stripe_invoice
 
@@ -328,7 +361,7 @@ class StripeSync:
                 except StripeError as exc:
                     if exc.status != 404:
                         raise
-        await self._set_invoice(invoice.id, stripe_state="voided", stripe_error=None)
+        await self._advance(invoice.id, stripe_state=StripeState.voided, stripe_error=None)
 
     async def _void_applied(self, sid: str) -> str | None:
         return (
@@ -337,10 +370,13 @@ class StripeSync:
 
 
 def _needs_push():
+    """Unpaid invoices Stripe has not collected yet, and voids Stripe has not followed."""
+    unpaid = (InvoiceStatus.open, InvoiceStatus.payment_failed)
     return or_(
-        (Invoice.status.in_(("open", "payment_failed")))
-        & (Invoice.stripe_state.in_(("none", "invoiced"))),
-        (Invoice.status == "void") & (Invoice.stripe_state.not_in(("voided", "skipped"))),
+        Invoice.status.in_(unpaid)
+        & Invoice.stripe_state.in_((StripeState.none, StripeState.invoiced)),
+        (Invoice.status == InvoiceStatus.void)
+        & Invoice.stripe_state.not_in((StripeState.voided, StripeState.skipped)),
     )
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from billing.models import BillingAccount, Contract, PlanPeriod
-from billing.plans import PlanName, Terms, terms_for
+from billing.plans import Terms, terms_for
+from tenants.plans import Plan
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ class Segment:
         )
 
 
-def after_trial(account: BillingAccount, trial_end: datetime) -> PlanName:
+def after_trial(account: BillingAccount, trial_end: datetime) -> Plan:
     """Paid Starter if a payment method was on file when the trial ended."""
     on_file = account.payment_method and (
         account.payment_method_at is None or account.payment_method_at <= trial_end
     )
-    return PlanName.starter if on_file else PlanName.lapsed
+    return Plan.starter if on_file else Plan.lapsed
 
 
 def build(
@@ -60,15 +61,15 @@ def build(
     segments: list[Segment] = []
     for i, period in enumerate(periods):
         ends = periods[i + 1].starts_at if i + 1 < len(periods) else None
-        plan = PlanName(period.plan)
+        plan = Plan(period.plan)
         terms = terms_for(
             plan,
             contract=contracts.get(period.contract_id),
             spend_cap_pence=account.spend_cap_pence,
         )
-        history = tuple(sorted(caps)) if caps is not None and plan is PlanName.payg else None
+        history = tuple(sorted(caps)) if caps is not None and plan is Plan.payg else None
         trial_end = period.trial_ends_at
-        if plan is PlanName.trial and trial_end is not None and (ends is None or trial_end < ends):
+        if plan is Plan.trial and trial_end is not None and (ends is None or trial_end < ends):
             segments.append(
                 Segment(terms, period.starts_at, trial_end, first=i == 0, period_id=period.id)
             )

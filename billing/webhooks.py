@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.models import BillingAccount, Invoice, StripeEvent
+from billing.states import INVOICE, STRIPE_PUSH, InvoiceStatus, StripeState
 from core.errors import BadRequest, Unavailable
 
 
@@ -99,16 +100,19 @@ async def apply_event(session: AsyncSession, *, event: dict[str, Any], now: date
         invoice = await _our_invoice(session, obj)
         if invoice is None:
             return "not a Hangar invoice"
-        if invoice.status in ("open", "payment_failed"):
-            invoice.status, invoice.paid_at = "paid", now
-            invoice.stripe_state = "collected"
+        if invoice.status != InvoiceStatus.paid and INVOICE.allows(
+            invoice.status, InvoiceStatus.paid
+        ):
+            invoice.status, invoice.paid_at = InvoiceStatus.paid, now
+            if STRIPE_PUSH.allows(invoice.stripe_state, StripeState.collected):
+                invoice.stripe_state = StripeState.collected
         return f"{invoice.number} is {invoice.status}"
     if kind == "invoice.payment_failed":
         invoice = await _our_invoice(session, obj)
         if invoice is None:
             return "not a Hangar invoice"
-        if invoice.status == "open":
-            invoice.status = "payment_failed"
+        if INVOICE.allows(invoice.status, InvoiceStatus.payment_failed):
+            invoice.status = InvoiceStatus.payment_failed
         return f"{invoice.number} is {invoice.status}"
     if kind == "customer.updated":
         method = (obj.get("invoice_settings") or {}).get("default_payment_method")

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,3 +33,20 @@ class UsageEvent(CreatedAt, Base):
     node_id: Mapped[uuid.UUID | None] = mapped_column()
     model_version_id: Mapped[uuid.UUID | None] = mapped_column()
     attrs: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class ClosedPeriod(CreatedAt, Base):
+    """A (tenant, month) that takes no more usage: billing finalized its invoice.
+
+    Metering owns the rule ("a closed month takes no new usage"), billing only says when
+    a month closes (``metering.closing.close_months``, in the invoice's own transaction);
+    ``reference`` is what closed it (the invoice number), quoted back in refusals."""
+
+    __tablename__ = "closed_periods"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The first day of the month (UTC).
+    period: Mapped[date] = mapped_column(Date, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(32))

@@ -6,8 +6,6 @@ metering never joins registry or fleet tables."""
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -232,11 +230,3 @@ async def usage_export_rows(
             }
         )
     return out
-
-
-def export_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metering.closing import open_month_sql
 from metering.periods import day_start, hour_start
 
+# A closed month (its invoice is final) takes no more usage: ``metering.closing``.
 _DEVICE_DAYS = text(
     """
     insert into usage_events
@@ -28,14 +30,9 @@ _DEVICE_DAYS = text(
     ) as d
     where n.enrolled_at < d + interval '1 day'
       and (n.revoked_at is null or n.revoked_at > d)
-      -- a finalized invoice is immutable: its month takes no more usage
-      and not exists (
-        select 1 from invoices i
-        where i.tenant_id = n.tenant_id
-          and i.period = cast(date_trunc('month', d at time zone 'UTC') as date)
-      )
+      and {open_month}
     on conflict (tenant_id, event_id) do nothing
-    """
+    """.replace("{open_month}", open_month_sql(tenant="n.tenant_id", moment="d"))
 )
 
 # Distinct blobs that some version uses: the same bytes pushed twice count once,
@@ -47,15 +44,12 @@ _STORAGE = text(
            'storage_sample', sum(b.size), cast(:hour as timestamptz), '{}'::jsonb, now()
     from blobs b
     where exists (select 1 from model_versions v where v.blob_id = b.id)
-      -- a finalized invoice is immutable: its month takes no more usage
-      and not exists (
-        select 1 from invoices i
-        where i.tenant_id = b.tenant_id
-          and i.period = cast(date_trunc('month', cast(:hour as timestamptz) at time zone 'UTC') as date)
-      )
+      and {open_month}
     group by b.tenant_id
     on conflict (tenant_id, event_id) do nothing
-    """
+    """.replace(
+        "{open_month}", open_month_sql(tenant="b.tenant_id", moment="cast(:hour as timestamptz)")
+    )
 )
 
 

@@ -44,7 +44,7 @@ class Components:
         engine = make_engine(settings.database)
         sessions = make_sessionmaker(engine)
         store = ObjectStore(settings.s3)
-        quotas = Quotas(sessions=sessions, settings=settings.billing)
+        quotas = Quotas(sessions=sessions)
         beats = make_sessionmaker(
             create_async_engine(
                 async_url(settings.database.url), pool_size=settings.database.pool_size

@@ -62,8 +62,7 @@ async def _device_count(hangar: Components, now: datetime) -> Any:
 
 
 async def _trial_expiry(hangar: Components, now: datetime) -> Any:
-    settings = hangar.settings.billing
-    return await billing_jobs.run_trial_expiry(hangar.sessions, now=now, settings=settings)
+    return await billing_jobs.run_trial_expiry(hangar.sessions, now=now)
 
 
 async def _period_close(hangar: Components, now: datetime) -> Any:

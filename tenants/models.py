@@ -14,7 +14,7 @@ class Tenant(CreatedAt, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    plan: Mapped[str] = mapped_column(String(32))
+    # The plan is billing's (its account and plan periods, opened with the tenant).
 
 
 class ApiKey(CreatedAt, Base):

@@ -6,11 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-
-class Plan(StrEnum):
-    starter = "starter"
-    payg = "payg"
-    enterprise = "enterprise"
+from tenants.plans import OpeningPlan, Plan
 
 
 class Scope(StrEnum):
@@ -21,12 +17,14 @@ class Scope(StrEnum):
 
 class TenantCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    plan: Plan = Plan.starter
+    # starter (which begins with the free trial), payg or enterprise.
+    plan: OpeningPlan = Plan.starter.value  # type: ignore[valid-type]
 
 
 class TenantOut(BaseModel):
     id: uuid.UUID
     name: str
+    # The plan in force now (billing's answer: a new Starter tenant is on ``trial``).
     plan: Plan
     created_at: datetime
 

@@ -14,7 +14,7 @@ from core.db import utcnow
 from core.errors import Conflict, NotFound, Unauthorized
 from core.secrets import hash_secret
 from tenants.models import ApiKey, Tenant
-from tenants.schemas import ApiKeyCreated, ApiKeyOut, Plan, Scope
+from tenants.schemas import ApiKeyCreated, ApiKeyOut, Scope
 
 KEY_PREFIX = "hgr_"
 
@@ -23,10 +23,12 @@ def key_out(key: ApiKey) -> ApiKeyOut:
     return ApiKeyOut.model_validate(key, from_attributes=True)
 
 
-async def create_tenant(session: AsyncSession, *, name: str, plan: Plan) -> Tenant:
+async def create_tenant(session: AsyncSession, *, name: str) -> Tenant:
+    """The tenant row only. Create tenants with ``billing.accounts.open_tenant``, which
+    opens the billing account (and first plan) in the same transaction."""
     if await session.scalar(select(Tenant.id).where(Tenant.name == name)):
         raise Conflict(f"a tenant named {name!r} already exists; pick another name")
-    tenant = Tenant(name=name, plan=plan.value)
+    tenant = Tenant(name=name)
     session.add(tenant)
     try:
         await session.flush()

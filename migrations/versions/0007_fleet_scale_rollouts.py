@@ -1,7 +1,7 @@
 """fleet at scale (HOT-friendly heartbeats, ready digests for peers) and rollouts
 
 Revision ID: 0007
-Revises: 0005 (the lead re-chains it after 0006 at merge)
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

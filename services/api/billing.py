@@ -9,10 +9,11 @@ from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import service, webhooks
-from billing.accounts import resolve_tenant, set_plan, set_spend_cap
+from billing import webhooks
+from billing.accounts import account_out, resolve_tenant, set_spend_cap
+from billing.contracts import get_contract, set_contract
 from billing.payments import set_payment_method
-from billing.plans import PlanName
+from billing.plan_changes import choose_plan, set_plan
 from billing.schemas import (
     AccountOut,
     ContractIn,
@@ -25,6 +26,7 @@ from billing.schemas import (
 from core.db import utcnow
 from services.api.auth import Principal, provide_operator
 from services.components import Components
+from tenants.plans import Plan
 
 log = logging.getLogger("hangar.api")
 
@@ -34,44 +36,28 @@ class AccountController(Controller):
     tags = ["billing"]
 
     @get("/")
-    async def show(self, db: AsyncSession, principal: Principal, hangar: Components) -> AccountOut:
+    async def show(self, db: AsyncSession, principal: Principal) -> AccountOut:
         principal.require_admin()
-        return await service.account(
-            db,
-            tenant_id=principal.tenant_id,
-            now=utcnow(),
-            trial_days=hangar.settings.billing.trial_days,
-        )
+        return await account_out(db, tenant_id=principal.tenant_id, now=utcnow())
 
     @put("/plan")
     async def choose_plan(
-        self, db: AsyncSession, principal: Principal, hangar: Components, data: TenantPlanChoice
+        self, db: AsyncSession, principal: Principal, data: TenantPlanChoice
     ) -> AccountOut:
         """Starter or pay-as-you-go, from now; needs a payment method on file."""
         principal.require_admin()
-        return await service.choose_plan(
-            db,
-            tenant_id=principal.tenant_id,
-            plan=PlanName(data.plan),
-            now=utcnow(),
-            trial_days=hangar.settings.billing.trial_days,
+        return await choose_plan(
+            db, tenant_id=principal.tenant_id, plan=Plan(data.plan), now=utcnow()
         )
 
     @put("/spend-cap")
-    async def spend_cap(
-        self, db: AsyncSession, principal: Principal, hangar: Components, data: SpendCap
-    ) -> AccountOut:
+    async def spend_cap(self, db: AsyncSession, principal: Principal, data: SpendCap) -> AccountOut:
         """Monthly spend cap in pence (null removes it), in force while on
         pay-as-you-go: past it, uploads and downloads are refused with 402 and the
         invoice never exceeds it. Enterprise caps come from the contract."""
         principal.require_admin()
-        trial_days = hangar.settings.billing.trial_days
-        await set_spend_cap(
-            db, tenant_id=principal.tenant_id, cap_pence=data.cap_pence, trial_days=trial_days
-        )
-        return await service.account(
-            db, tenant_id=principal.tenant_id, now=utcnow(), trial_days=trial_days
-        )
+        await set_spend_cap(db, tenant_id=principal.tenant_id, cap_pence=data.cap_pence)
+        return await account_out(db, tenant_id=principal.tenant_id, now=utcnow())
 
     @put("/payment-method")
     async def payment_method(
@@ -79,18 +65,14 @@ class AccountController(Controller):
     ) -> AccountOut:
         """Attach a Stripe payment method (``pm_...``) as the default for invoices."""
         principal.require_admin()
-        trial_days = hangar.settings.billing.trial_days
         await set_payment_method(
             hangar.sessions,
             stripe=hangar.stripe,
             tenant_id=principal.tenant_id,
             payment_method=data.payment_method,
-            trial_days=trial_days,
             now=utcnow(),
         )
-        return await service.account(
-            db, tenant_id=principal.tenant_id, now=utcnow(), trial_days=trial_days
-        )
+        return await account_out(db, tenant_id=principal.tenant_id, now=utcnow())
 
 
 class TenantBillingController(Controller):
@@ -99,13 +81,9 @@ class TenantBillingController(Controller):
     dependencies = {"operator": Provide(provide_operator)}
 
     @get("/billing")
-    async def show(
-        self, db: AsyncSession, hangar: Components, operator: None, tenant: str
-    ) -> AccountOut:
+    async def show(self, db: AsyncSession, operator: None, tenant: str) -> AccountOut:
         found = await resolve_tenant(db, tenant)
-        return await service.account(
-            db, tenant_id=found.id, now=utcnow(), trial_days=hangar.settings.billing.trial_days
-        )
+        return await account_out(db, tenant_id=found.id, now=utcnow())
 
     @put("/plan")
     async def set_plan(
@@ -114,33 +92,27 @@ class TenantBillingController(Controller):
         """Any plan, from ``effective_at`` (default now; it may be backdated for
         migrations, but not into an invoiced month)."""
         found = await resolve_tenant(db, tenant)
-        now, trial_days = utcnow(), hangar.settings.billing.trial_days
+        now = utcnow()
         await set_plan(
             db,
             tenant_id=found.id,
-            plan=PlanName(data.plan),
+            plan=Plan(data.plan),
             effective_at=data.effective_at or now,
-            trial_days=trial_days,
+            trial_days=hangar.settings.billing.trial_days,
         )
-        return await service.account(db, tenant_id=found.id, now=now, trial_days=trial_days)
+        return await account_out(db, tenant_id=found.id, now=now)
 
     @put("/contract")
     async def set_contract(
-        self, db: AsyncSession, hangar: Components, operator: None, tenant: str, data: ContractIn
+        self, db: AsyncSession, operator: None, tenant: str, data: ContractIn
     ) -> ContractOut:
         """A new enterprise contract; the tenant is on it from ``effective_at`` (default now)."""
         found = await resolve_tenant(db, tenant)
-        return await service.set_contract(
-            db,
-            tenant_id=found.id,
-            terms=data,
-            now=utcnow(),
-            trial_days=hangar.settings.billing.trial_days,
-        )
+        return await set_contract(db, tenant_id=found.id, terms=data, now=utcnow())
 
     @get("/contract")
     async def contract(self, db: AsyncSession, operator: None, tenant: str) -> ContractOut:
-        return await service.get_contract(db, tenant_id=(await resolve_tenant(db, tenant)).id)
+        return await get_contract(db, tenant_id=(await resolve_tenant(db, tenant)).id)
 
 
 @post("/v1/stripe/webhook", tags=["stripe"], status_code=200, security=[])

@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from litestar import Controller, MediaType, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import invoices
 from billing.accounts import resolve_tenant
-from billing.export import export_rows, to_csv
+from billing.export import COLUMNS, export_rows
 from billing.schemas import CreditNoteIn, CreditNoteOut, InvoiceOut, InvoiceSummary, LineUsage
 from core.db import utcnow
 from metering.periods import Period
 from services.api.auth import Principal, provide_operator
+from services.api.exports import ExportFormat, export_response
 from services.api.usage import period_or_current
 from services.components import Components
 from tenants.schemas import Scope
 
-Format = Literal["csv", "json"]
-
 
 def _period(period: str | None) -> Period | None:
     return Period.parse(period) if period else None
-
-
-def _export(rows: list[dict], fmt: Format, name: str) -> Response:
-    if fmt == "json":
-        return Response(rows, media_type=MediaType.JSON)
-    return Response(
-        to_csv(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )
 
 
 class InvoiceController(Controller):
@@ -56,15 +45,12 @@ class InvoiceController(Controller):
 
     @get("/preview")
     async def preview(
-        self, db: AsyncSession, principal: Principal, hangar: Components, period: str | None = None
+        self, db: AsyncSession, principal: Principal, period: str | None = None
     ) -> InvoiceOut:
         """The open period's invoice as it stands (status ``draft``), rated from usage so far."""
         principal.require(Scope.finance)
         return await invoices.preview(
-            db,
-            tenant_id=principal.tenant_id,
-            period=period_or_current(period),
-            trial_days=hangar.settings.billing.trial_days,
+            db, tenant_id=principal.tenant_id, period=period_or_current(period)
         )
 
     @get("/export")
@@ -72,7 +58,7 @@ class InvoiceController(Controller):
         self,
         db: AsyncSession,
         principal: Principal,
-        format: Format = "csv",
+        format: ExportFormat = "csv",
         period: str | None = None,
         status: str | None = None,
     ) -> Response:
@@ -81,7 +67,9 @@ class InvoiceController(Controller):
         rows = await export_rows(
             db, tenant_id=principal.tenant_id, period=_period(period), status=status
         )
-        return _export(rows, format, f"invoices-{period or 'all'}")
+        return export_response(
+            rows, columns=COLUMNS, fmt=format, name=f"invoices-{period or 'all'}"
+        )
 
     @get("/{ref:str}")
     async def show(self, db: AsyncSession, principal: Principal, ref: str) -> InvoiceOut:
@@ -129,14 +117,15 @@ class OperatorInvoiceController(Controller):
         self,
         db: AsyncSession,
         operator: None,
-        format: Format = "csv",
+        format: ExportFormat = "csv",
         tenant: str | None = None,
         period: str | None = None,
         status: str | None = None,
     ) -> Response:
         tenant_id = (await resolve_tenant(db, tenant)).id if tenant else None
         rows = await export_rows(db, tenant_id=tenant_id, period=_period(period), status=status)
-        return _export(rows, format, f"invoices-{tenant or 'all-tenants'}-{period or 'all'}")
+        name = f"invoices-{tenant or 'all-tenants'}-{period or 'all'}"
+        return export_response(rows, columns=COLUMNS, fmt=format, name=name)
 
     @get("/{ref:str}")
     async def show(self, db: AsyncSession, operator: None, ref: str) -> InvoiceOut:

@@ -8,8 +8,13 @@ from litestar import Controller, delete, get, post
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.accounts import open_tenant, plans_now
+from core.db import utcnow
 from services.api.auth import Principal, provide_operator
+from services.components import Components
 from tenants import service
+from tenants.models import Tenant
+from tenants.plans import Plan
 from tenants.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -21,25 +26,32 @@ from tenants.schemas import (
 )
 
 
+def _out(tenant: Tenant, plan: Plan) -> TenantOut:
+    return TenantOut(id=tenant.id, name=tenant.name, plan=plan, created_at=tenant.created_at)
+
+
 class TenantController(Controller):
     path = "/v1/tenants"
     tags = ["operator"]
     dependencies = {"operator": Provide(provide_operator)}
 
     @post("/")
-    async def create(self, db: AsyncSession, data: TenantCreate, operator: None) -> TenantCreated:
-        tenant = await service.create_tenant(db, name=data.name, plan=data.plan)
-        key = await service.create_key(db, tenant_id=tenant.id, name="admin", scopes=[Scope.admin])
-        return TenantCreated(
-            **TenantOut.model_validate(tenant, from_attributes=True).model_dump(), admin_key=key
+    async def create(
+        self, db: AsyncSession, hangar: Components, data: TenantCreate, operator: None
+    ) -> TenantCreated:
+        """The tenant, its billing account on ``plan`` and its first admin key, in one
+        transaction: a tenant never exists without an account."""
+        tenant, plan = await open_tenant(
+            db, name=data.name, plan=Plan(data.plan), trial_days=hangar.settings.billing.trial_days
         )
+        key = await service.create_key(db, tenant_id=tenant.id, name="admin", scopes=[Scope.admin])
+        return TenantCreated(**_out(tenant, plan).model_dump(), admin_key=key)
 
     @get("/")
     async def list(self, db: AsyncSession, operator: None) -> list[TenantOut]:
-        return [
-            TenantOut.model_validate(t, from_attributes=True)
-            for t in await service.list_tenants(db)
-        ]
+        found = await service.list_tenants(db)
+        plans = await plans_now(db, tenant_ids=[t.id for t in found], now=utcnow())
+        return [_out(t, plans[t.id]) for t in found]
 
 
 class KeyController(Controller):

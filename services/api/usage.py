@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.exceptions import SerializationException
 from litestar.serialization import decode_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import service
 from billing.schemas import UsageOverview
+from billing.usage_overview import usage_overview
 from core.db import utcnow
 from core.errors import BadRequest
+from metering.imports import import_usage
 from metering.periods import Period
-from metering.reports import export_csv, usage_export_rows
+from metering.reports import EXPORT_COLUMNS, usage_export_rows
 from metering.schemas import ImportResult
 from services.api.auth import Principal, provide_operator
+from services.api.exports import ExportFormat, export_response
 from services.components import Components
 from tenants.schemas import Scope
 
@@ -40,12 +40,11 @@ class UsageController(Controller):
         """Totals per meter, a daily series, egress per node and model version, and
         (for the current month) where the tenant stands against its plan's limits."""
         principal.require(Scope.finance)
-        return await service.usage_overview(
+        return await usage_overview(
             db,
             tenant_id=principal.tenant_id,
             period=period_or_current(period),
             now=utcnow(),
-            trial_days=hangar.settings.billing.trial_days,
             names=hangar.usage_names,
         )
 
@@ -56,7 +55,7 @@ class UsageController(Controller):
         principal: Principal,
         hangar: Components,
         period: str | None = None,
-        format: Literal["csv", "json"] = "csv",
+        format: ExportFormat = "csv",
     ) -> Response:
         """The period's usage for spreadsheets: one row per day per meter (raw sums:
         device-days, hourly byte samples, bytes), then egress per node and per model
@@ -66,13 +65,7 @@ class UsageController(Controller):
         rows = await usage_export_rows(
             db, tenant_id=principal.tenant_id, period=chosen, names=hangar.usage_names
         )
-        if format == "json":
-            return Response(rows, media_type=MediaType.JSON)
-        return Response(
-            export_csv(rows),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="usage-{chosen}.csv"'},
-        )
+        return export_response(rows, columns=EXPORT_COLUMNS, fmt=format, name=f"usage-{chosen}")
 
 
 class UsageImportController(Controller):
@@ -91,6 +84,6 @@ class UsageImportController(Controller):
             payload = decode_json(await request.body())
         except SerializationException as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
-        return await service.import_usage(
+        return await import_usage(
             db, payload=payload, now=utcnow(), max_events=hangar.settings.billing.import_max_events
         )

@@ -5,42 +5,32 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from litestar import MediaType, Request, get, post
+from litestar import Request, get, post
 from litestar.response import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import invoices
-from billing import service as billing
-from billing.accounts import set_spend_cap
-from billing.export import export_rows, to_csv
+from billing.accounts import account_out, set_spend_cap
+from billing.export import COLUMNS, export_rows
 from billing.payments import set_payment_method
-from billing.plans import PlanName
+from billing.plan_changes import choose_plan
+from billing.usage_overview import usage_overview
 from core.db import utcnow
 from core.errors import BadRequest
 from metering.periods import Period
-from metering.reports import export_csv, usage_export_rows
+from metering.reports import EXPORT_COLUMNS, usage_export_rows
+from services.api.exports import ExportFormat, export_response
 from services.components import Components
 from services.console.charts import line_chart
 from services.console.render import back, form, page, required
 from services.console.session import PATH, ConsoleUser
 from tenants import service as tenants
+from tenants.plans import Plan
 from tenants.schemas import Scope
-
-Format = Literal["csv", "json"]
 
 
 def _period(period: str | None) -> Period:
     return Period.parse(period) if period else Period.containing(utcnow())
-
-
-def _download(rows, fmt: Format, name: str, csv_text) -> Response:
-    if fmt == "json":
-        return Response(rows, media_type=MediaType.JSON)
-    return Response(
-        csv_text(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )
 
 
 @get("/usage")
@@ -50,13 +40,8 @@ async def usage_page(
     principal = user.tenant_principal()
     principal.require(Scope.finance)
     chosen = _period(period)
-    usage = await billing.usage_overview(
-        db,
-        tenant_id=principal.tenant_id,
-        period=chosen,
-        now=utcnow(),
-        trial_days=hangar.settings.billing.trial_days,
-        names=hangar.usage_names,
+    usage = await usage_overview(
+        db, tenant_id=principal.tenant_id, period=chosen, now=utcnow(), names=hangar.usage_names
     )
     days = [(d.date.strftime("%d"), d) for d in usage.daily]
     charts = [
@@ -81,7 +66,7 @@ async def usage_export(
     hangar: Components,
     user: ConsoleUser,
     period: str | None = None,
-    format: Format = "csv",
+    format: ExportFormat = "csv",
 ) -> Response:
     principal = user.tenant_principal()
     principal.require(Scope.finance)
@@ -89,7 +74,7 @@ async def usage_export(
     rows = await usage_export_rows(
         db, tenant_id=principal.tenant_id, period=chosen, names=hangar.usage_names
     )
-    return _download(rows, format, f"usage-{chosen}", export_csv)
+    return export_response(rows, columns=EXPORT_COLUMNS, fmt=format, name=f"usage-{chosen}")
 
 
 @get("/invoices")
@@ -102,10 +87,7 @@ async def invoices_page(
         db, tenant_id=principal.tenant_id, period=None, status=status or None
     )
     draft = await invoices.preview(
-        db,
-        tenant_id=principal.tenant_id,
-        period=Period.containing(utcnow()),
-        trial_days=hangar.settings.billing.trial_days,
+        db, tenant_id=principal.tenant_id, period=Period.containing(utcnow())
     )
     return page(
         "invoices.html",
@@ -120,7 +102,7 @@ async def invoices_page(
 
 @get("/invoices/export")
 async def invoices_export(
-    db: AsyncSession, user: ConsoleUser, format: Format = "csv", period: str | None = None
+    db: AsyncSession, user: ConsoleUser, format: ExportFormat = "csv", period: str | None = None
 ) -> Response:
     principal = user.tenant_principal()
     principal.require(Scope.finance)
@@ -130,7 +112,7 @@ async def invoices_export(
         period=Period.parse(period) if period else None,
         status=None,
     )
-    return _download(rows, format, f"invoices-{period or 'all'}", to_csv)
+    return export_response(rows, columns=COLUMNS, fmt=format, name=f"invoices-{period or 'all'}")
 
 
 @get("/invoices/draft")
@@ -138,10 +120,7 @@ async def draft_page(db: AsyncSession, hangar: Components, user: ConsoleUser) ->
     principal = user.tenant_principal()
     principal.require(Scope.finance)
     draft = await invoices.preview(
-        db,
-        tenant_id=principal.tenant_id,
-        period=Period.containing(utcnow()),
-        trial_days=hangar.settings.billing.trial_days,
+        db, tenant_id=principal.tenant_id, period=Period.containing(utcnow())
     )
     return page(
         "invoice.html", user, f"Draft invoice {draft.period}", nav="invoices", invoice=draft
@@ -179,12 +158,7 @@ async def line_page(
 async def billing_page(db: AsyncSession, hangar: Components, user: ConsoleUser) -> Response:
     principal = user.tenant_principal()
     principal.require_admin()
-    account = await billing.account(
-        db,
-        tenant_id=principal.tenant_id,
-        now=utcnow(),
-        trial_days=hangar.settings.billing.trial_days,
-    )
+    account = await account_out(db, tenant_id=principal.tenant_id, now=utcnow())
     return page("billing.html", user, "Billing", nav="billing", account=account)
 
 
@@ -195,14 +169,11 @@ async def billing_change(
     principal = user.tenant_principal()
     principal.require_admin()
     data, now = await form(request), utcnow()
-    trial_days = hangar.settings.billing.trial_days
     if what == "plan":
         plan = required(data, "plan", "the plan")
         if plan not in ("starter", "payg"):
             raise BadRequest("choose starter or payg; enterprise plans are set by the operator")
-        await billing.choose_plan(
-            db, tenant_id=principal.tenant_id, plan=PlanName(plan), now=now, trial_days=trial_days
-        )
+        await choose_plan(db, tenant_id=principal.tenant_id, plan=Plan(plan), now=now)
     elif what == "spend-cap":
         raw = data.get("cap_pounds", "").strip()
         try:
@@ -213,7 +184,7 @@ async def billing_change(
             ) from None
         if cap is not None and cap < 0:
             raise BadRequest("the spend cap cannot be negative; leave it empty to remove it")
-        await set_spend_cap(db, tenant_id=principal.tenant_id, cap_pence=cap, trial_days=trial_days)
+        await set_spend_cap(db, tenant_id=principal.tenant_id, cap_pence=cap)
     elif what == "payment-method":
         method = required(data, "payment_method", "the payment method (pm_…)")
         if not method.startswith("pm_"):
@@ -223,7 +194,6 @@ async def billing_change(
             stripe=hangar.stripe,
             tenant_id=principal.tenant_id,
             payment_method=method,
-            trial_days=trial_days,
             now=now,
         )
     else:

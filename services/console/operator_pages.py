@@ -8,8 +8,8 @@ from litestar import Request, get, post
 from litestar.response import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.accounts import resolve_tenant, set_plan
-from billing.plans import PlanName
+from billing.accounts import open_tenant, plans_now, resolve_tenant
+from billing.plan_changes import set_plan
 from core.db import utcnow
 from core.errors import BadRequest
 from services.components import Components
@@ -17,7 +17,8 @@ from services.console.render import back, form, page, required
 from services.console.session import PATH, ConsoleUser
 from services.scheduler import JOBS, run_job
 from tenants import service as tenants
-from tenants.schemas import Plan, Scope
+from tenants.plans import OPENING_PLANS, Plan
+from tenants.schemas import Scope
 
 # What the API's PlanChange accepts (lapsed is reached only by the trial ending).
 PLANS = ["trial", "starter", "payg", "enterprise"]
@@ -25,12 +26,14 @@ PLANS = ["trial", "starter", "payg", "enterprise"]
 
 async def _operator_page(db: AsyncSession, user: ConsoleUser, **context) -> Response:
     found = await tenants.list_tenants(db)
+    current = await plans_now(db, tenant_ids=[t.id for t in found], now=utcnow())
     return page(
         "operator.html",
         user,
         "Operator",
         nav="operator",
         tenants=found,
+        current={tid: plan.value for tid, plan in current.items()},
         plans=PLANS,
         jobs=list(JOBS.values()),
         **context,
@@ -44,14 +47,20 @@ async def operator_page(db: AsyncSession, user: ConsoleUser) -> Response:
 
 
 @post("/operator/tenants")
-async def create_tenant(request: Request, db: AsyncSession, user: ConsoleUser) -> Response:
+async def create_tenant(
+    request: Request, db: AsyncSession, hangar: Components, user: ConsoleUser
+) -> Response:
     user.require_operator()
     data = await form(request)
     name = required(data, "name", "the tenant's name")
-    plan = data.get("plan", "trial")
-    if plan not in {p.value for p in Plan}:
-        raise BadRequest(f"unknown plan {plan!r}: choose one of {', '.join(p.value for p in Plan)}")
-    tenant = await tenants.create_tenant(db, name=name, plan=Plan(plan))
+    plan = data.get("plan", "starter")
+    choices = [p.value for p in OPENING_PLANS]
+    if plan not in choices:
+        raise BadRequest(f"unknown plan {plan!r}: choose one of {', '.join(choices)}")
+    # The account opens with the tenant, in this request's transaction (as the API does).
+    tenant, _ = await open_tenant(
+        db, name=name, plan=Plan(plan), trial_days=hangar.settings.billing.trial_days
+    )
     key = await tenants.create_key(db, tenant_id=tenant.id, name="admin", scopes=[Scope.admin])
     # The first admin key, shown once, as `hangar tenants create` prints it.
     return await _operator_page(db, user, created=tenant, admin_key=key)
@@ -70,7 +79,7 @@ async def tenant_plan(
     await set_plan(
         db,
         tenant_id=found.id,
-        plan=PlanName(plan),
+        plan=Plan(plan),
         effective_at=utcnow(),
         trial_days=hangar.settings.billing.trial_days,
     )

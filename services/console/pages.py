@@ -7,7 +7,7 @@ from litestar.response import Redirect, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import invoices
-from billing import service as billing
+from billing.usage_overview import usage_overview
 from core.db import utcnow
 from core.errors import HangarError
 from fleet.revisions import model_changed
@@ -84,17 +84,9 @@ async def overview(db: AsyncSession, hangar: Components, user: ConsoleUser) -> R
         context["versions"] = sum(m.versions for m in models)
     if user.can(Scope.finance):
         period, now = Period.containing(utcnow()), utcnow()
-        trial_days = hangar.settings.billing.trial_days
-        context["draft"] = await invoices.preview(
-            db, tenant_id=principal.tenant_id, period=period, trial_days=trial_days
-        )
-        usage = await billing.usage_overview(
-            db,
-            tenant_id=principal.tenant_id,
-            period=period,
-            now=now,
-            trial_days=trial_days,
-            names=hangar.usage_names,
+        context["draft"] = await invoices.preview(db, tenant_id=principal.tenant_id, period=period)
+        usage = await usage_overview(
+            db, tenant_id=principal.tenant_id, period=period, now=now, names=hangar.usage_names
         )
         context["limits"] = usage.limits
         context["plan_title"] = usage.plan_title

@@ -196,13 +196,18 @@ async def test_export_has_one_row_per_line_and_lines_trace_to_their_usage(
     exported = await t.request(
         "GET", "/v1/invoices/export", params={"format": "csv", "period": "2025-03"}
     )
-    assert exported.headers["content-type"].startswith("text/csv")
+    # A download with its name, and the charset said once (it was said twice).
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    assert exported.headers["content-disposition"] == 'attachment; filename="invoices-2025-03.csv"'
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     # Devices and egress; no storage was sampled, so there is no storage line.
     assert len(rows) == len(full["lines"]) == 2
     assert sum(int(r["amount_pence"]) for r in rows) == invoice["total_pence"]
     assert {r["invoice"] for r in rows} == {invoice["number"]}
-    as_json = (await t.request("GET", "/v1/invoices/export", params={"format": "json"})).json()
+    as_json_response = await t.request("GET", "/v1/invoices/export", params={"format": "json"})
+    assert as_json_response.headers["content-type"] == "application/json"
+    assert as_json_response.headers["content-disposition"].endswith('filename="invoices-all.json"')
+    as_json = as_json_response.json()
     assert [r["amount_gbp"] for r in as_json] == [r["amount_gbp"] for r in rows]
 
     devices = next(line for line in full["lines"] if line["meter"] == "device_day")

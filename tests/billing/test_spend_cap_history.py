@@ -37,7 +37,6 @@ async def test_removing_a_cap_does_not_uncap_a_month_it_capped(tenants, operator
             session,
             tenant_id=uuid.UUID(t.id),
             cap_pence=100,
-            trial_days=30,
             now=at("2024-01-02"),
         )
     await operator.imported([egress(t.id, 10 * GB, at("2024-01-15"))])  # 140p

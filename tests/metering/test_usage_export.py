@@ -28,7 +28,8 @@ async def test_finance_exports_usage_per_day_per_meter_and_egress_per_node(
         params={"period": "2023-02", "format": "csv"},
         headers={"Authorization": f"Bearer {finance}"},
     )
-    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "text/csv; charset=utf-8"
+    assert resp.headers["content-disposition"] == 'attachment; filename="usage-2023-02.csv"'
     rows = list(csv.DictReader(io.StringIO(resp.text)))
     daily = [
         (r["date"], r["meter"], r["quantity"], r["events"]) for r in rows if r["section"] == "daily"
