@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
 
 from litestar import Request, get, post
 from litestar.response import Response
