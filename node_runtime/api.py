@@ -102,9 +102,7 @@ async def healthz(request: Request) -> dict[str, Any]:
     }
 
 
-@get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    rt = _runtime(request)
+def _model_objects(rt: NodeRuntime) -> list[dict[str, Any]]:
     data = []
     for e in rt.syncer.entries.values():
         data.extend(
@@ -122,7 +120,23 @@ async def list_models(request: Request) -> dict[str, Any]:
             }
             for served in e.ids
         )
-    return {"object": "list", "data": data}
+    return data
+
+
+@get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": _model_objects(_runtime(request))}
+
+
+@get("/v1/models/{model_id:path}")
+async def get_model(request: Request, model_id: str) -> dict[str, Any]:
+    rt = _runtime(request)
+    model_id = model_id.lstrip("/")
+    found = next((m for m in _model_objects(rt) if m["id"] == model_id), None)
+    if found is None:
+        entry = rt.serving.lookup(model_id)  # a 404 listing what is here, or another name
+        found = next(m for m in _model_objects(rt) if m["id"] in entry.ids) | {"id": model_id}
+    return found
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -193,19 +207,17 @@ def _count(rt: NodeRuntime, out: dict | None) -> None:
 async def _sse(
     rt: NodeRuntime, first: dict | None, rest: AsyncIterator[dict], include_usage: bool
 ) -> AsyncIterator[bytes]:
-    usage = None
+    """The engine ends every stream with one chunk of usage and no choices: counted
+    always, sent only when the client asked (stream_options.include_usage), once."""
     try:
         chunk = first
         while chunk is not None:
-            if chunk.get("usage"):
-                usage = chunk["usage"]
+            is_usage = not chunk.get("choices") and chunk.get("usage")
+            if is_usage:
                 _count(rt, chunk)
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            if include_usage or not is_usage:
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
             chunk = await anext(rest, None)
-        if include_usage and usage is not None:
-            # OpenAI's form: one last chunk with no choices and the usage.
-            tail = {**(first or {}), "choices": [], "usage": usage}
-            yield b"data: " + json.dumps(tail).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
         rt.counters.completed += 1
     except Exception as exc:  # headers are sent: the error can only go in the stream
@@ -229,7 +241,7 @@ def create_node_app(runtime: NodeRuntime) -> Litestar:
 
     runtime.started = time.time()
     return Litestar(
-        route_handlers=[healthz, list_models, chat_completions, completions, embeddings],
+        route_handlers=[healthz, list_models, get_model, chat_completions, completions, embeddings],
         guards=[api_key_guard],
         exception_handlers={
             NodeError: node_error,

@@ -48,7 +48,11 @@ class NodeRuntime:
             on_change=self._changed,
             on_removed=self._removed,
         )
-        engine = engine or LlamaEngine(n_ctx=settings.n_ctx, n_threads=settings.n_threads)
+        engine = engine or LlamaEngine(
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            weight_repacking=settings.weight_repacking,
+        )
         self.serving = Serving(
             settings=settings, engine=engine, cache=self.cache, syncer=self.syncer
         )
