@@ -267,7 +267,9 @@ def validate(path: str, body: dict[str, Any]) -> dict[str, Any]:
     try:
         parsed = _MODELS[path].model_validate(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # A union reports every member that failed; our own checks say the most.
+        err = next((e for e in errors if e["type"] == "value_error"), errors[0])
         param = ".".join(str(p) for p in err["loc"] if not _union_member(p)) or None
         msg = err["msg"]
         if err["type"] == "less_than_equal" and param == "n":
