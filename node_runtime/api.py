@@ -20,6 +20,7 @@ from litestar.response import Stream
 from node_runtime.bodies import validate
 from node_runtime.errors import BadRequest, NodeError, Unauthorized
 from node_runtime.forward import FORWARDED
+from node_runtime.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from node_runtime.runtime import NodeRuntime
@@ -169,9 +170,12 @@ async def _serve(request: Request, path: str, run) -> Response:
     rt.counters.requests += 1
     forwarded_already = FORWARDED in request.headers
     entry = None
+    label = "unknown"  # a model this node does not serve never becomes a metrics label
+    started = time.perf_counter()
     try:
         body = validate(path, await _json(request))
         entry = rt.serving.lookup(body["model"])
+        label = entry.id
         runner = await rt.serving.runner_for(entry)
         served = body["model"] if body["model"] in entry.ids else entry.id
         first, rest = await runner.stream(lambda m, cancel: run(m, body, served, cancel))
@@ -182,17 +186,22 @@ async def _serve(request: Request, path: str, run) -> Response:
             )
             if fwd is not None:
                 rt.counters.forwarded += 1
+                rt.metrics.outcome(label, path, fwd.status, forwarded=True)
                 return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers)
         rt.counters.rejected += exc.status == 503
         rt.counters.errors += exc.status != 503
+        rt.metrics.outcome(label, path, exc.status)
         raise
     if not body.get("stream") or path == "/embeddings":
         _count(rt, first)
         rt.counters.completed += 1
+        rt.metrics.outcome(label, path, 200)
+        rt.metrics.usage(label, (first or {}).get("usage") or {}, time.perf_counter() - started)
         return Response(first, media_type=MediaType.JSON)
+    rt.metrics.ttft.labels(label).observe(time.perf_counter() - started)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return Stream(
-        _sse(rt, first, rest, include_usage),
+        _sse(rt, first, rest, include_usage, label=label, path=path, started=started),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -205,7 +214,14 @@ def _count(rt: NodeRuntime, out: dict | None) -> None:
 
 
 async def _sse(
-    rt: NodeRuntime, first: dict | None, rest: AsyncIterator[dict], include_usage: bool
+    rt: NodeRuntime,
+    first: dict | None,
+    rest: AsyncIterator[dict],
+    include_usage: bool,
+    *,
+    label: str,
+    path: str,
+    started: float,
 ) -> AsyncIterator[bytes]:
     """The engine ends every stream with one chunk of usage and no choices: counted
     always, sent only when the client asked (stream_options.include_usage), once."""
@@ -215,18 +231,29 @@ async def _sse(
             is_usage = not chunk.get("choices") and chunk.get("usage")
             if is_usage:
                 _count(rt, chunk)
+                rt.metrics.usage(label, chunk["usage"], time.perf_counter() - started)
             if include_usage or not is_usage:
                 yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
             chunk = await anext(rest, None)
         yield b"data: [DONE]\n\n"
         rt.counters.completed += 1
+        rt.metrics.outcome(label, path, 200)
     except Exception as exc:  # headers are sent: the error can only go in the stream
         rt.counters.errors += 1
         err = exc if isinstance(exc, NodeError) else NodeError(f"{type(exc).__name__}: {exc}")
+        rt.metrics.outcome(label, path, err.status if isinstance(exc, NodeError) else 500)
         event = {"error": {"message": err.message, "type": err.type, "code": err.code}}
         yield b"data: " + json.dumps(event).encode() + b"\n\n"
     finally:
         await rest.aclose()
+
+
+@get("/metrics")
+async def metrics(request: Request) -> Response:
+    rt = _runtime(request)
+    return Response(
+        rt.metrics.render(rt.serving, rt.syncer), media_type=CONTENT_TYPE, status_code=200
+    )
 
 
 def create_node_app(runtime: NodeRuntime) -> Litestar:
@@ -241,7 +268,15 @@ def create_node_app(runtime: NodeRuntime) -> Litestar:
 
     runtime.started = time.time()
     return Litestar(
-        route_handlers=[healthz, list_models, get_model, chat_completions, completions, embeddings],
+        route_handlers=[
+            healthz,
+            metrics,
+            list_models,
+            get_model,
+            chat_completions,
+            completions,
+            embeddings,
+        ],
         guards=[api_key_guard],
         exception_handlers={
             NodeError: node_error,

@@ -13,11 +13,12 @@ from node_runtime.control import ControlPlane
 from node_runtime.engine import Engine, LlamaEngine
 from node_runtime.forward import Forwarder
 from node_runtime.identity import Identity
+from node_runtime.metrics import Metrics
 from node_runtime.outbox import Outbox
 from node_runtime.serving import Serving
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Syncer
-from wire.contract import Counters
+from wire.contract import Counters, SyncState
 
 log = logging.getLogger("hangar.node")
 
@@ -33,6 +34,9 @@ class NodeRuntime:
         self.identity = identity
         self.started = 0.0
         self.counters = Counters()
+        self.metrics = Metrics()
+        # Last sync state per model, so a change is logged once (not every heartbeat).
+        self._states: dict[str, str] = {}
         self.facts = facts.gather(
             settings.data_dir, api_url=advertise_url(settings), memory_bytes=settings.memory_bytes
         )
@@ -54,7 +58,11 @@ class NodeRuntime:
             weight_repacking=settings.weight_repacking,
         )
         self.serving = Serving(
-            settings=settings, engine=engine, cache=self.cache, syncer=self.syncer
+            settings=settings,
+            engine=engine,
+            cache=self.cache,
+            syncer=self.syncer,
+            metrics=self.metrics,
         )
         self.agent = Agent(
             settings=settings,
@@ -75,8 +83,25 @@ class NodeRuntime:
 
     def _changed(self) -> None:
         # A model became ready or failed: report it now, and load it if there is room.
+        self._log_transitions()
         self.agent.wake.set()
         self._spawn(self.serving.preload())
+
+    def _log_transitions(self) -> None:
+        states = {}
+        for key, e in self.syncer.entries.items():
+            state, before = e.status.state, self._states.get(key)
+            states[key] = state.value
+            if state.value == before:
+                continue
+            if state == SyncState.ready:
+                how = "downloaded and verified" if before == "downloading" else "verified (cached)"
+                log.info("model %s %s: %s", e.id, how, e.desired.digest)
+            elif state == SyncState.does_not_fit:
+                log.warning("model %s refused: %s", e.id, e.status.reason)
+            elif state == SyncState.downloading:
+                log.info("model %s downloading (%d bytes)", e.id, e.desired.size)
+        self._states = states
 
     def _removed(self, digests: set[str]) -> None:
         for digest in digests:

@@ -348,3 +348,29 @@ async def test_refused_fields_are_a_400_naming_them(node):
             err = resp.json()["error"]
             assert err["param"] == param and says in err["message"], (body, err)
             assert param.split(".")[0] in err["message"], err
+
+
+async def test_metrics_and_one_log_line_per_model_event(node, client):
+    await client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2)
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=2, stream=True
+    )
+    _ = [c async for c in stream]
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        await http.post("/v1/chat/completions", json={"model": MODEL, "messages": []})
+        resp = await http.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    ok = (
+        'hangar_node_requests_total{endpoint="/chat/completions",model="smollm2:prod",outcome="ok"}'
+    )
+    assert ok in text
+    assert 'outcome="client_error"' in text
+    assert 'hangar_node_time_to_first_token_seconds_count{model="smollm2:prod"}' in text
+    assert 'hangar_node_completion_tokens_total{model="smollm2:prod"}' in text
+    assert "hangar_node_loaded_models 1.0" in text
+    assert 'hangar_node_model_load_seconds_count{model="smollm2:prod"} 1.0' in text
+    assert 'hangar_node_queue_depth{model="smollm2:prod"} 0.0' in text
+    log = node.log.read_text()
+    assert log.count("model smollm2:prod downloaded and verified") == 1, log[-3000:]
+    assert log.count("model smollm2:prod loaded in") == 1, log[-3000:]
