@@ -21,6 +21,8 @@ from node_runtime.bodies import validate
 from node_runtime.errors import BadRequest, NodeError, Unauthorized
 from node_runtime.forward import FORWARDED
 from node_runtime.metrics import CONTENT_TYPE
+from node_runtime.responses import events as response_events
+from node_runtime.responses import from_chat, to_chat
 
 if TYPE_CHECKING:
     from node_runtime.runtime import NodeRuntime
@@ -248,6 +250,64 @@ async def _sse(
         await rest.aclose()
 
 
+@post("/v1/responses", status_code=200)
+async def responses(request: Request) -> Response:
+    rt = _runtime(request)
+    rt.counters.requests += 1
+    label, path, started = "unknown", "/responses", time.perf_counter()
+    try:
+        raw = await _json(request)
+        chat_body, conversation = to_chat(raw, rt.responses)
+        body = validate("/chat/completions", chat_body)
+        entry = rt.serving.lookup(body["model"])
+        label = entry.id
+        runner = await rt.serving.runner_for(entry)
+        served = body["model"] if body["model"] in entry.ids else entry.id
+        first, rest = await runner.stream(
+            lambda m, cancel: m.chat(body, model=served, cancel=cancel)
+        )
+    except NodeError as exc:
+        rt.counters.rejected += exc.status == 503
+        rt.counters.errors += exc.status != 503
+        rt.metrics.outcome(label, path, exc.status)
+        raise
+    if not body.get("stream"):
+        _count(rt, first)
+        rt.counters.completed += 1
+        rt.metrics.outcome(label, path, 200)
+        rt.metrics.usage(label, first.get("usage") or {}, time.perf_counter() - started)
+        return Response(
+            from_chat(raw, first, conversation, rt.responses), media_type=MediaType.JSON
+        )
+
+    async def sse() -> AsyncIterator[bytes]:
+        try:
+            async for event in response_events(
+                raw, first, rest, conversation, rt.responses, served
+            ):
+                if event["type"] in ("response.completed", "response.incomplete"):
+                    usage = event["response"]["usage"] or {}
+                    tokens = {
+                        "prompt_tokens": usage.get("input_tokens", 0),
+                        "completion_tokens": usage.get("output_tokens", 0),
+                    }
+                    _count(rt, {"usage": tokens})
+                    rt.metrics.usage(label, tokens, time.perf_counter() - started)
+                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+            rt.counters.completed += 1
+            rt.metrics.outcome(label, path, 200)
+        except Exception as exc:  # headers are sent: the error can only go in the stream
+            rt.counters.errors += 1
+            err = exc if isinstance(exc, NodeError) else NodeError(f"{type(exc).__name__}: {exc}")
+            rt.metrics.outcome(label, path, err.status if isinstance(exc, NodeError) else 500)
+            event = {"type": "error", "code": err.code, "message": err.message, "param": None}
+            yield f"event: error\ndata: {json.dumps(event)}\n\n".encode()
+        finally:
+            await rest.aclose()
+
+    return Stream(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
 @get("/metrics")
 async def metrics(request: Request) -> Response:
     rt = _runtime(request)
@@ -276,6 +336,7 @@ def create_node_app(runtime: NodeRuntime) -> Litestar:
             chat_completions,
             completions,
             embeddings,
+            responses,
         ],
         guards=[api_key_guard],
         exception_handlers={

@@ -128,7 +128,13 @@ _PATCH_LOCK = threading.Lock()
 
 class LlamaModel:
     def __init__(
-        self, path: Path, *, n_ctx: int, n_threads: int | None, weight_repacking: bool = True
+        self,
+        path: Path,
+        *,
+        n_ctx: int,
+        n_threads: int | None,
+        weight_repacking: bool = True,
+        gpu_layers: int = 0,
     ):
         import llama_cpp  # the heavy import only where a model is loaded
 
@@ -136,7 +142,10 @@ class LlamaModel:
         self._llama_cls = Llama
         self._mean_pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN
         self.path, self.n_ctx, self.n_threads = path, n_ctx, n_threads
-        self.llm = Llama(str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        self.gpu_layers = gpu_layers
+        self.llm = Llama(
+            str(path), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=gpu_layers, verbose=False
+        )
         self.formatter = self._formatter()
         self._embedder = None
         self._scorer = None
@@ -162,6 +171,7 @@ class LlamaModel:
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 logits_all=True,
+                n_gpu_layers=self.gpu_layers,
                 verbose=False,
             )
         return self._scorer
@@ -249,6 +259,7 @@ class LlamaModel:
                     n_ctx=self.n_ctx,
                     n_threads=self.n_threads,
                     embedding=True,
+                    n_gpu_layers=self.gpu_layers,
                     # One vector per input, as OpenAI returns: mean-pool the tokens.
                     pooling_type=self._mean_pooling,
                     verbose=False,
@@ -310,9 +321,17 @@ def _checked(chunks: Iterator[Chunk], n_ctx: int, param: str) -> Iterator[Chunk]
 
 
 class LlamaEngine:
-    def __init__(self, *, n_ctx: int, n_threads: int | None, weight_repacking: bool = True):
+    def __init__(
+        self,
+        *,
+        n_ctx: int,
+        n_threads: int | None,
+        weight_repacking: bool = True,
+        gpu_layers: int = 0,
+    ):
         self.n_ctx, self.n_threads = n_ctx, n_threads
         self.weight_repacking = weight_repacking
+        self.gpu_layers = gpu_layers
 
     def load(self, path: Path) -> LoadedModel:
         return LlamaModel(
@@ -320,4 +339,5 @@ class LlamaEngine:
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
             weight_repacking=self.weight_repacking,
+            gpu_layers=self.gpu_layers,
         )

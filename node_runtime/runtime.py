@@ -15,6 +15,7 @@ from node_runtime.forward import Forwarder
 from node_runtime.identity import Identity
 from node_runtime.metrics import Metrics
 from node_runtime.outbox import Outbox
+from node_runtime.responses import ResponseStore
 from node_runtime.serving import Serving
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Syncer
@@ -28,6 +29,17 @@ def advertise_url(settings: NodeSettings) -> str:
     return settings.advertise_url or f"http://{host}:{settings.port}"
 
 
+def gpu_layers(settings: NodeSettings) -> int:
+    if settings.gpu_layers is not None:
+        return settings.gpu_layers
+    try:
+        import llama_cpp
+
+        return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    except ImportError:  # no engine installed (tests with a fake one)
+        return 0
+
+
 class NodeRuntime:
     def __init__(self, settings: NodeSettings, identity: Identity, *, engine: Engine | None = None):
         self.settings = settings
@@ -35,10 +47,16 @@ class NodeRuntime:
         self.started = 0.0
         self.counters = Counters()
         self.metrics = Metrics()
+        self.responses = ResponseStore()
         # Last sync state per model, so a change is logged once (not every heartbeat).
         self._states: dict[str, str] = {}
+        found = facts.gpus()
+        self.gpu_layers = gpu_layers(settings)
         self.facts = facts.gather(
-            settings.data_dir, api_url=advertise_url(settings), memory_bytes=settings.memory_bytes
+            settings.data_dir,
+            api_url=advertise_url(settings),
+            memory_bytes=settings.memory_bytes,
+            found_gpus=found,
         )
         self.cache = BlobCache(settings.data_dir)
         self.outbox = Outbox(settings.data_dir, max_items=settings.outbox_max)
@@ -48,7 +66,9 @@ class NodeRuntime:
             settings=settings,
             identity=identity,
             cache=self.cache,
-            memory_budget=self.facts.memory_bytes,
+            memory_budget=facts.fit_budget(
+                self.facts.memory_bytes, found, gpu_layers=self.gpu_layers
+            ),
             on_change=self._changed,
             on_removed=self._removed,
         )
@@ -56,6 +76,7 @@ class NodeRuntime:
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads,
             weight_repacking=settings.weight_repacking,
+            gpu_layers=self.gpu_layers,
         )
         self.serving = Serving(
             settings=settings,

@@ -374,3 +374,66 @@ async def test_metrics_and_one_log_line_per_model_event(node, client):
     log = node.log.read_text()
     assert log.count("model smollm2:prod downloaded and verified") == 1, log[-3000:]
     assert log.count("model smollm2:prod loaded in") == 1, log[-3000:]
+
+
+async def test_responses_api_text_tools_streaming_and_previous_response(client):
+    first = await client.responses.create(
+        model=MODEL, instructions="Answer briefly.", input="Name a colour.", max_output_tokens=8
+    )
+    assert first.id.startswith("resp_") and first.status in ("completed", "incomplete")
+    assert first.output[0].type == "message" and first.output_text is not None
+    assert first.usage.output_tokens > 0
+
+    follow = await client.responses.create(
+        model=MODEL, previous_response_id=first.id, input="And another?", max_output_tokens=8
+    )
+    assert follow.usage.input_tokens > first.usage.input_tokens  # the history was sent
+
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": GetWeather.model_json_schema(),
+    }
+    called = await client.responses.create(
+        model=MODEL,
+        input="What is the weather in Paris?",
+        tools=[weather],
+        tool_choice="required",
+        max_output_tokens=48,
+    )
+    calls = [o for o in called.output if o.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    GetWeather.model_validate_json(calls[0].arguments)
+    answered = await client.responses.create(
+        model=MODEL,
+        previous_response_id=called.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}],
+        tools=[weather],
+        max_output_tokens=8,
+    )
+    assert answered.status in ("completed", "incomplete")
+
+    stream = await client.responses.create(
+        model=MODEL, input="Say hi.", max_output_tokens=6, stream=True
+    )
+    kinds = [e.type async for e in stream]
+    assert kinds[0] == "response.created" and kinds[-1] in (
+        "response.completed",
+        "response.incomplete",
+    )
+    assert "response.output_item.done" in kinds
+
+    async with httpx.AsyncClient(base_url=str(client.base_url), timeout=60) as http:
+        for body, param in (
+            ({"input": "x", "tools": [{"type": "web_search"}]}, "tools.0.type"),
+            ({"input": "x", "reasoning": {"effort": "high"}}, "reasoning"),
+            ({"input": "x", "previous_response_id": "resp_nope"}, "previous_response_id"),
+            (
+                {"input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+                "input.0.0",
+            ),
+        ):
+            resp = await http.post("responses", json={"model": MODEL, **body})
+            assert resp.status_code == 400, (body, resp.text)
+            assert resp.json()["error"]["param"] == param, resp.text
