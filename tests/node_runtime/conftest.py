@@ -59,9 +59,6 @@ class NodeProcess:
 
     def _env(self) -> dict[str, str]:
         return {
-            # Some virtual machines advertise AMX without enabling it: llama.cpp's
-            # repacked weights die there on SIGILL. The environment may turn it back on.
-            "HANGAR_NODE_WEIGHT_REPACKING": "false",
             **os.environ,
             "HANGAR_NODE_HEARTBEAT_SECONDS": "0.3",
             "HANGAR_NODE_N_CTX": "512",
