@@ -3,10 +3,17 @@
 1. tokens/s through the node's API vs llama-cpp-python in this process (target >= 0.95);
 2. 4 concurrent streaming clients against the node vs against ``llama_cpp.server``,
    the bindings' own server (target: at least its throughput, no request cancelled);
-3. a 1 GiB blob pulled by the node's downloader (sha256 verified, renamed into the
-   cache) vs ``curl`` of the same blob to disk (target >= 0.80).
+3. structured output (``response_format`` json_schema) tokens/s through the node vs the
+   same JSON-schema grammar in-process with llama-cpp-python (target >= 0.90);
+4. a 1 GiB blob pulled by the node's downloader (sha256 verified, renamed into the
+   cache) vs ``curl`` of the same blob to disk (target >= 0.80). Node downloads are
+   limited to the node's desired state, so the blob is first deployed to a second
+   enrolled node (not running, so nothing else downloads it) whose credential pulls it.
 
     uv run --all-extras python -m bench.node [--threads 2] [--tokens 64] [--rounds 3] [--size-mib 1024]
+
+``HANGAR_NODE_WEIGHT_REPACKING=false`` (needed on virtual machines that advertise AMX
+without enabling it) applies to the node and to both baselines alike.
 """
 
 from __future__ import annotations
@@ -31,6 +38,20 @@ from bench.registry import make_gguf
 from services.embedded import free_port
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a map."
+# A long string field: generation runs to max_tokens on both sides under the grammar.
+STORY_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "story": {"type": "string"}},
+    "required": ["title", "story"],
+    "additionalProperties": False,
+}
+REPACKING = os.environ.get("HANGAR_NODE_WEIGHT_REPACKING", "true").lower() not in ("0", "false")
+
+
+def llama(path: Path, **kwargs):
+    from node_runtime.engine import llama_class
+
+    return llama_class(weight_repacking=REPACKING)(str(path), verbose=False, **kwargs)
 
 
 def smollm2() -> Path:
@@ -61,9 +82,7 @@ def push(http: httpx.Client, path: Path, name: str) -> dict:
     return resp.json()["version"]
 
 
-def start_node(
-    root: Path, base: str, http: httpx.Client, env: dict[str, str]
-) -> tuple[subprocess.Popen, str, str, str]:
+def enroll(root: Path, base: str, http: httpx.Client) -> tuple[str, str, int]:
     token = http.post("/v1/enrollment-tokens/", json={"max_uses": 1}).json()["secret"]
     data_dir, port = root / f"node-{uuid.uuid4().hex[:6]}", free_port()
     enrolled = subprocess.run(
@@ -85,7 +104,13 @@ def start_node(
         text=True,
         check=True,
     )
-    node_id = enrolled.stdout.split("enrolled as node ")[1].split()[0]
+    return enrolled.stdout.split("enrolled as node ")[1].split()[0], str(data_dir), port
+
+
+def start_node(
+    root: Path, base: str, http: httpx.Client, env: dict[str, str]
+) -> tuple[subprocess.Popen, str, str, str]:
+    node_id, data_dir, port = enroll(root, base, http)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -118,9 +143,7 @@ def completion_body(model: str, tokens: int, eos: int) -> dict:
 
 
 def single_client(node_url: str, model_path: Path, args, eos: int) -> tuple[float, float]:
-    from llama_cpp import Llama
-
-    llm = Llama(str(model_path), n_ctx=args.ctx, n_threads=args.threads, verbose=False)
+    llm = llama(model_path, n_ctx=args.ctx, n_threads=args.threads)
     body = completion_body("smollm2:prod", args.tokens, eos)
     http = httpx.Client(timeout=600)
     inproc, api = [], []
@@ -139,6 +162,44 @@ def single_client(node_url: str, model_path: Path, args, eos: int) -> tuple[floa
         api.append(resp.json()["usage"]["completion_tokens"] / (time.perf_counter() - start))
     llm.close()
     return max(api), max(inproc)
+
+
+def structured(node_url: str, model_path: Path, args) -> tuple[float, float]:
+    """json_schema tokens/s: the node's API vs llama-cpp-python in this process with the
+    grammar the same converter makes from the same schema."""
+    from llama_cpp import LlamaGrammar
+
+    llm = llama(model_path, n_ctx=args.ctx, n_threads=args.threads)
+    messages = [{"role": "user", "content": PROMPT}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "story", "schema": STORY_SCHEMA}}
+    body = {
+        "model": "smollm2:prod",
+        "messages": messages,
+        "max_tokens": args.tokens,
+        "temperature": 0,
+        "response_format": fmt,
+    }
+    http = httpx.Client(timeout=600)
+
+    def inproc() -> dict:
+        grammar = LlamaGrammar.from_json_schema(json.dumps(STORY_SCHEMA), verbose=False)
+        return llm.create_chat_completion(
+            messages, max_tokens=args.tokens, temperature=0, grammar=grammar
+        )
+
+    inproc()  # warm-up, discarded
+    http.post(f"{node_url}/v1/chat/completions", json=body).raise_for_status()
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        out = inproc()
+        theirs.append(out["usage"]["completion_tokens"] / (time.perf_counter() - start))
+        start = time.perf_counter()
+        resp = http.post(f"{node_url}/v1/chat/completions", json=body)
+        resp.raise_for_status()
+        ours.append(resp.json()["usage"]["completion_tokens"] / (time.perf_counter() - start))
+    llm.close()
+    return max(ours), max(theirs)
 
 
 def concurrent_round(url: str, model: str, args, clients: int = 4) -> tuple[float, int, int]:
@@ -241,12 +302,22 @@ def inference(node_url: str, blob: Path, args, eos: int, procs: list[subprocess.
     print(f"{'single client':<34}{'node API':>12}{'in-process':>12}{'ratio':>8}")
     print(f"{'  tokens/s':<34}{api:>12.1f}{inproc:>12.1f}{api / inproc:>8.2f}")
 
+    ours, theirs = structured(node_url, blob, args)
+    print(f"{'structured output (json_schema)':<34}{'node API':>12}{'in-process':>12}{'ratio':>8}")
+    print(f"{'  tokens/s':<34}{ours:>12.1f}{theirs:>12.1f}{ours / theirs:>8.2f}")
+
     port = free_port()
+    # llama_cpp.server with the same llama.cpp weight layout as the node.
+    launch = (
+        "import runpy, llama_cpp; from node_runtime.engine import llama_class; "
+        f"llama_cpp.Llama = llama_class(weight_repacking={REPACKING}); "
+        "runpy.run_module('llama_cpp.server', run_name='__main__')"
+    )
     server = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            "-c",
+            launch,
             "--model",
             str(blob),
             "--n_ctx",
@@ -289,6 +360,7 @@ def main() -> None:
     parser.add_argument("--pull-only", action="store_true", help="skip the inference comparisons")
     args = parser.parse_args()
     node_env = {
+        "HANGAR_NODE_WEIGHT_REPACKING": str(REPACKING).lower(),
         "HANGAR_NODE_N_THREADS": str(args.threads),
         "HANGAR_NODE_N_CTX": str(args.ctx),
         "HANGAR_NODE_QUEUE_SIZE": "16",
@@ -316,9 +388,7 @@ def main() -> None:
                     ),
                 )
                 blob = Path(data_dir) / "blobs" / f"sha256-{version['digest'][7:]}"
-                from llama_cpp import Llama
-
-                eos = Llama(str(blob), n_ctx=64, verbose=False, vocab_only=True).token_eos()
+                eos = llama(blob, n_ctx=64, vocab_only=True).token_eos()
 
                 if not args.pull_only:
                     inference(node_url, blob, args, eos, procs)
@@ -327,7 +397,13 @@ def main() -> None:
                 make_gguf(big, args.size_mib * 1024 * 1024)
                 big_version = push(http, big, "big")
                 big.unlink()
-                credential = json.loads((Path(data_dir) / "node.json").read_text())["credential"]
+                # A node downloads only what its desired state names: deploy the blob to
+                # a second node that is enrolled but not running, and pull with its key.
+                puller_id, puller_dir, _ = enroll(root, base, http)
+                http.post(
+                    "/v1/deployments/", json={"model": "big:prod", "node_id": puller_id}
+                ).raise_for_status()
+                credential = json.loads((Path(puller_dir) / "node.json").read_text())["credential"]
                 node_mbs, curl_mbs = pull(base, credential, big_version, root, args.rounds)
                 print(f"{'pull':<34}{'node MB/s':>12}{'curl MB/s':>12}{'ratio':>8}")
                 print(

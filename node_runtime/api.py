@@ -20,7 +20,10 @@ from litestar.response import Stream
 from node_runtime.bodies import validate
 from node_runtime.errors import BadRequest, NodeError, Unauthorized
 from node_runtime.forward import FORWARDED
+from node_runtime.metrics import CONTENT_TYPE
 from node_runtime.peer_blobs import peer_blob
+from node_runtime.responses import events as response_events
+from node_runtime.responses import from_chat, to_chat
 from wire.contract import PEER_BLOBS
 
 if TYPE_CHECKING:
@@ -109,9 +112,7 @@ async def healthz(request: Request) -> dict[str, Any]:
     }
 
 
-@get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    rt = _runtime(request)
+def _model_objects(rt: NodeRuntime) -> list[dict[str, Any]]:
     data = []
     for e in rt.syncer.entries.values():
         data.extend(
@@ -129,7 +130,23 @@ async def list_models(request: Request) -> dict[str, Any]:
             }
             for served in e.ids
         )
-    return {"object": "list", "data": data}
+    return data
+
+
+@get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": _model_objects(_runtime(request))}
+
+
+@get("/v1/models/{model_id:path}")
+async def get_model(request: Request, model_id: str) -> dict[str, Any]:
+    rt = _runtime(request)
+    model_id = model_id.lstrip("/")
+    found = next((m for m in _model_objects(rt) if m["id"] == model_id), None)
+    if found is None:
+        entry = rt.serving.lookup(model_id)  # a 404 listing what is here, or another name
+        found = next(m for m in _model_objects(rt) if m["id"] in entry.ids) | {"id": model_id}
+    return found
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -162,9 +179,12 @@ async def _serve(request: Request, path: str, run) -> Response:
     rt.counters.requests += 1
     forwarded_already = FORWARDED in request.headers
     entry = None
+    label = "unknown"  # a model this node does not serve never becomes a metrics label
+    started = time.perf_counter()
     try:
         body = validate(path, await _json(request))
         entry = rt.serving.lookup(body["model"])
+        label = entry.id
         runner = await rt.serving.runner_for(entry)
         served = body["model"] if body["model"] in entry.ids else entry.id
         first, rest = await runner.stream(lambda m, cancel: run(m, body, served, cancel))
@@ -175,17 +195,22 @@ async def _serve(request: Request, path: str, run) -> Response:
             )
             if fwd is not None:
                 rt.counters.forwarded += 1
+                rt.metrics.outcome(label, path, fwd.status, forwarded=True)
                 return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers)
         rt.counters.rejected += exc.status == 503
         rt.counters.errors += exc.status != 503
+        rt.metrics.outcome(label, path, exc.status)
         raise
     if not body.get("stream") or path == "/embeddings":
         _count(rt, first)
         rt.counters.completed += 1
+        rt.metrics.outcome(label, path, 200)
+        rt.metrics.usage(label, (first or {}).get("usage") or {}, time.perf_counter() - started)
         return Response(first, media_type=MediaType.JSON)
+    rt.metrics.ttft.labels(label).observe(time.perf_counter() - started)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return Stream(
-        _sse(rt, first, rest, include_usage),
+        _sse(rt, first, rest, include_usage, label=label, path=path, started=started),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -198,30 +223,104 @@ def _count(rt: NodeRuntime, out: dict | None) -> None:
 
 
 async def _sse(
-    rt: NodeRuntime, first: dict | None, rest: AsyncIterator[dict], include_usage: bool
+    rt: NodeRuntime,
+    first: dict | None,
+    rest: AsyncIterator[dict],
+    include_usage: bool,
+    *,
+    label: str,
+    path: str,
+    started: float,
 ) -> AsyncIterator[bytes]:
-    usage = None
+    """The engine ends every stream with one chunk of usage and no choices: counted
+    always, sent only when the client asked (stream_options.include_usage), once."""
     try:
         chunk = first
         while chunk is not None:
-            if chunk.get("usage"):
-                usage = chunk["usage"]
+            is_usage = not chunk.get("choices") and chunk.get("usage")
+            if is_usage:
                 _count(rt, chunk)
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                rt.metrics.usage(label, chunk["usage"], time.perf_counter() - started)
+            if include_usage or not is_usage:
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
             chunk = await anext(rest, None)
-        if include_usage and usage is not None:
-            # OpenAI's form: one last chunk with no choices and the usage.
-            tail = {**(first or {}), "choices": [], "usage": usage}
-            yield b"data: " + json.dumps(tail).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
         rt.counters.completed += 1
+        rt.metrics.outcome(label, path, 200)
     except Exception as exc:  # headers are sent: the error can only go in the stream
         rt.counters.errors += 1
         err = exc if isinstance(exc, NodeError) else NodeError(f"{type(exc).__name__}: {exc}")
+        rt.metrics.outcome(label, path, err.status if isinstance(exc, NodeError) else 500)
         event = {"error": {"message": err.message, "type": err.type, "code": err.code}}
         yield b"data: " + json.dumps(event).encode() + b"\n\n"
     finally:
         await rest.aclose()
+
+
+@post("/v1/responses", status_code=200)
+async def responses(request: Request) -> Response:
+    rt = _runtime(request)
+    rt.counters.requests += 1
+    label, path, started = "unknown", "/responses", time.perf_counter()
+    try:
+        raw = await _json(request)
+        chat_body, conversation = to_chat(raw, rt.responses)
+        body = validate("/chat/completions", chat_body)
+        entry = rt.serving.lookup(body["model"])
+        label = entry.id
+        runner = await rt.serving.runner_for(entry)
+        served = body["model"] if body["model"] in entry.ids else entry.id
+        first, rest = await runner.stream(
+            lambda m, cancel: m.chat(body, model=served, cancel=cancel)
+        )
+    except NodeError as exc:
+        rt.counters.rejected += exc.status == 503
+        rt.counters.errors += exc.status != 503
+        rt.metrics.outcome(label, path, exc.status)
+        raise
+    if not body.get("stream"):
+        _count(rt, first)
+        rt.counters.completed += 1
+        rt.metrics.outcome(label, path, 200)
+        rt.metrics.usage(label, first.get("usage") or {}, time.perf_counter() - started)
+        return Response(
+            from_chat(raw, first, conversation, rt.responses), media_type=MediaType.JSON
+        )
+
+    async def sse() -> AsyncIterator[bytes]:
+        try:
+            async for event in response_events(
+                raw, first, rest, conversation, rt.responses, served
+            ):
+                if event["type"] in ("response.completed", "response.incomplete"):
+                    usage = event["response"]["usage"] or {}
+                    tokens = {
+                        "prompt_tokens": usage.get("input_tokens", 0),
+                        "completion_tokens": usage.get("output_tokens", 0),
+                    }
+                    _count(rt, {"usage": tokens})
+                    rt.metrics.usage(label, tokens, time.perf_counter() - started)
+                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+            rt.counters.completed += 1
+            rt.metrics.outcome(label, path, 200)
+        except Exception as exc:  # headers are sent: the error can only go in the stream
+            rt.counters.errors += 1
+            err = exc if isinstance(exc, NodeError) else NodeError(f"{type(exc).__name__}: {exc}")
+            rt.metrics.outcome(label, path, err.status if isinstance(exc, NodeError) else 500)
+            event = {"type": "error", "code": err.code, "message": err.message, "param": None}
+            yield f"event: error\ndata: {json.dumps(event)}\n\n".encode()
+        finally:
+            await rest.aclose()
+
+    return Stream(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@get("/metrics")
+async def metrics(request: Request) -> Response:
+    rt = _runtime(request)
+    return Response(
+        rt.metrics.render(rt.serving, rt.syncer), media_type=CONTENT_TYPE, status_code=200
+    )
 
 
 def create_node_app(runtime: NodeRuntime) -> Litestar:
@@ -236,7 +335,17 @@ def create_node_app(runtime: NodeRuntime) -> Litestar:
 
     runtime.started = time.time()
     return Litestar(
-        route_handlers=[healthz, list_models, chat_completions, completions, embeddings, peer_blob],
+        route_handlers=[
+            healthz,
+            metrics,
+            list_models,
+            get_model,
+            chat_completions,
+            completions,
+            embeddings,
+            responses,
+            peer_blob,
+        ],
         guards=[api_key_guard],
         exception_handlers={
             NodeError: node_error,

@@ -43,7 +43,10 @@ def enroll(
     from node_runtime.runtime import advertise_url as url_of
 
     node_facts = facts.gather(
-        data_dir, api_url=url_of(settings), memory_bytes=settings.memory_bytes
+        data_dir,
+        api_url=url_of(settings),
+        memory_bytes=settings.memory_bytes,
+        found_gpus=facts.gpus(),
     )
     try:
         got = control.enroll(server, EnrollRequest(token=token, name=name, facts=node_facts))

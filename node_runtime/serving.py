@@ -10,6 +10,7 @@ import time
 from node_runtime.cache import BlobCache
 from node_runtime.engine import Engine
 from node_runtime.errors import DoesNotFit, ModelNotFound, Unavailable
+from node_runtime.metrics import Metrics
 from node_runtime.runner import ModelRunner
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Entry, Syncer
@@ -19,7 +20,16 @@ log = logging.getLogger("hangar.node.serving")
 
 
 class Serving:
-    def __init__(self, *, settings: NodeSettings, engine: Engine, cache: BlobCache, syncer: Syncer):
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        engine: Engine,
+        cache: BlobCache,
+        syncer: Syncer,
+        metrics: Metrics | None = None,
+    ):
+        self.metrics = metrics
         self.settings = settings
         self.engine = engine
         self.cache = cache
@@ -95,9 +105,19 @@ class Serving:
             queue_size=self.settings.queue_size,
         )
         self.runners[digest] = runner
-        runner.start_loading().add_done_callback(
-            lambda f: f.exception()
-        )  # surfaced via runner.error
+        started = time.perf_counter()
+
+        def loaded(f: asyncio.Future) -> None:
+            # A failure is surfaced to requests via runner.error; here it is logged once.
+            if f.cancelled() or f.exception() is not None:
+                log.error("model %s failed to load: %s", entry.id, runner.error)
+                return
+            seconds = time.perf_counter() - started
+            log.info("model %s loaded in %.1fs", entry.id, seconds)
+            if self.metrics is not None:
+                self.metrics.load_seconds.labels(entry.id).observe(seconds)
+
+        runner.start_loading().add_done_callback(loaded)
         return runner
 
     async def preload(self) -> None:
@@ -121,8 +141,8 @@ class Serving:
     async def unload(self, digest: str) -> None:
         runner = self.runners.pop(digest, None)
         if runner is not None:
-            log.info("unloading %s", runner.name)
             await runner.close()
+            log.info("model %s unloaded", runner.name)
 
     async def reap_idle(self) -> None:
         cutoff = time.monotonic() - self.settings.keep_alive_seconds

@@ -38,6 +38,12 @@ class NodeSettings(BaseSettings):
     queue_size: int = 8
     n_ctx: int = 2048
     n_threads: int | None = None
+    # llama.cpp's repacked weight layouts (AMX, AVX-512 tiles). Some virtual machines
+    # advertise AMX without enabling it and the process dies on SIGILL: turn it off there.
+    weight_repacking: bool = True
+    # Layers offloaded to GPUs; None: all of them when llama.cpp was built with a GPU
+    # backend, else 0 (CPU only). -1 means all.
+    gpu_layers: int | None = None
     # Memory the fit check compares GGUF estimates with; None: this machine's RAM.
     memory_bytes: int | None = None
     verify_on_start: bool = True

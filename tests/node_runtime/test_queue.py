@@ -124,6 +124,11 @@ async def test_the_local_api_key_is_checked(node):
     assert refused.status_code == 401
     assert "HANGAR_NODE_API_KEY" in refused.json()["error"]["message"]
     assert (await http.get("/models")).status_code == 200
+
+    async def listed():
+        return (await http.get("/models")).json()["data"]
+
+    await wait_for("the desired state applied", listed)  # the 404 names what is here
     unknown = await http.post("/chat/completions", json=CHAT | {"model": "nope"})
     assert unknown.status_code == 404
     assert "tiny:latest" in unknown.json()["error"]["message"]

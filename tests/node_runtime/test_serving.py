@@ -127,7 +127,7 @@ async def test_bad_input_is_a_400_naming_the_field_never_a_500(nodes, smollm2_te
         ("/chat/completions", {"messages": [{"content": "hi"}]}, "messages.0.role", None),
         ("/chat/completions", {"messages": msgs, "stop": 5}, "stop", None),
         ("/completions", {"prompt": "x", "max_tokens": "abc"}, "max_tokens", None),
-        ("/embeddings", {"input": [1]}, "input", None),
+        ("/embeddings", {"input": [{"text": "x"}]}, "input", None),
         (
             "/chat/completions",
             {"messages": [{"role": "user", "content": too_long}], "max_tokens": 4},
