@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from core.settings import (
 )
 from services.api.app import create_app
 from services.components import Components
-from services.embedded import EmbeddedPostgres, EmbeddedS3
+from services.embedded import EmbeddedPostgres, EmbeddedS3, free_port
 from services.migrate import upgrade
 from tests.billing.scripts import Operator
 from tests.factories import Tenants
@@ -52,7 +51,7 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, EmbeddedS3]]:
 @pytest.fixture(scope="session")
 def localstripe() -> Iterator[str]:
     """The Stripe fake, as its own process on a free loopback port."""
-    fake = LocalStripe(_free_port())
+    fake = LocalStripe(free_port())
     try:
         yield fake.start()
     finally:
@@ -89,15 +88,9 @@ async def hangar(settings) -> AsyncIterator[Components]:
     await components.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 async def base_url(settings, hangar) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, hangar), host="127.0.0.1", port=port, log_level="warning"
