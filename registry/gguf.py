@@ -18,7 +18,7 @@ MAGIC = b"GGUF"
 
 # The tables below mirror the ``gguf`` package's enums (GGUFValueType, LlamaFileType,
 # GGMLQuantizationType). That package is a dev dependency only, so the server copies
-# them; tests/registry/test_gguf_unit.py compares the copies with the enums.
+# them; tests/unit/registry/test_gguf.py compares the copies with the enums.
 
 # GGUF metadata value types -> struct format (scalars only).
 SCALAR_FORMATS = {

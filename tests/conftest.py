@@ -8,10 +8,9 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from core.settings import (
@@ -21,13 +20,17 @@ from core.settings import (
     Settings,
     StripeSettings,
 )
-from services.api.app import create_app
-from services.components import Components
-from services.embedded import EmbeddedPostgres, EmbeddedS3, free_port
-from services.migrate import upgrade
-from tests.billing.scripts import Operator
-from tests.factories import Tenants
-from tests.localstripe_server import LocalStripe
+
+# The stack's modules (the app, the embedded servers, the clients) are imported by
+# the fixtures that use them, so a unit-only run (``pytest tests/unit``) never pays
+# for them.
+if TYPE_CHECKING:
+    import httpx
+
+    from services.components import Components
+    from services.embedded import EmbeddedS3
+    from tests.billing.scripts import Operator
+    from tests.factories import Tenants
 
 STRIPE_KEY = "sk_test_hangar"
 WEBHOOK_SECRET = "whsec_hangar_tests"
@@ -35,6 +38,9 @@ WEBHOOK_SECRET = "whsec_hangar_tests"
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[tuple[str, EmbeddedS3]]:
+    from services.embedded import EmbeddedPostgres, EmbeddedS3
+    from services.migrate import upgrade
+
     root = tmp_path_factory.mktemp("stack")
     pg = EmbeddedPostgres(root, database="hangar_test")
     s3 = EmbeddedS3(root, bucket="hangar-test")
@@ -51,6 +57,9 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, EmbeddedS3]]:
 @pytest.fixture(scope="session")
 def localstripe() -> Iterator[str]:
     """The Stripe fake, as its own process on a free loopback port."""
+    from services.embedded import free_port
+    from tests.localstripe_server import LocalStripe
+
     fake = LocalStripe(free_port())
     try:
         yield fake.start()
@@ -83,6 +92,8 @@ def settings(stack, localstripe) -> Settings:
 
 @pytest.fixture(scope="session")
 async def hangar(settings) -> AsyncIterator[Components]:
+    from services.components import Components
+
     components = Components.build(settings)
     yield components
     await components.close()
@@ -90,6 +101,11 @@ async def hangar(settings) -> AsyncIterator[Components]:
 
 @pytest.fixture(scope="session")
 async def base_url(settings, hangar) -> AsyncIterator[str]:
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.embedded import free_port
+
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -106,12 +122,16 @@ async def base_url(settings, hangar) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def http(base_url) -> AsyncIterator[httpx.AsyncClient]:
+    import httpx
+
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         yield client
 
 
 @pytest.fixture
 def tenants(http, settings) -> Tenants:
+    from tests.factories import Tenants
+
     return Tenants(http, settings.operator_token.get_secret_value())
 
 
@@ -126,4 +146,6 @@ def smollm2() -> Path:
 @pytest.fixture
 def operator(http, settings) -> Operator:
     """The platform operator's client: usage imports, plans, contracts."""
+    from tests.billing.scripts import Operator
+
     return Operator(http, settings.operator_token.get_secret_value())
