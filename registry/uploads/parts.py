@@ -17,7 +17,7 @@ from core.errors import BadRequest, Conflict
 from core.objectstore import ObjectStore
 from core.settings import RegistrySettings
 from registry.models import UploadSession
-from registry.uploads.header import check_magic, info_dict, parse_or_refuse
+from registry.uploads.header import HeaderCheck, info_dict
 from registry.uploads.sessions import Progress, UploadSessions
 
 S3_MIN_PART = 5 * 1024 * 1024
@@ -30,6 +30,9 @@ class PartWriter:
         self.upload_sessions = upload_sessions
         self.store = store
         self.settings = settings
+        self.header = HeaderCheck(
+            upload_sessions=upload_sessions, max_header_bytes=settings.max_header_bytes
+        )
 
     def _progress(self, upload: UploadSession) -> Progress:
         progress = self.upload_sessions.progress.get(upload.id)
@@ -74,7 +77,7 @@ class PartWriter:
                         f"more bytes were sent than the {size} declared for this upload"
                     )
                 if not magic_checked and len(buf) >= 4:  # refuse a non-GGUF file at once
-                    await check_magic(self.upload_sessions, upload, bytes(buf[:4]))
+                    await self.header.check_magic(upload, bytes(buf[:4]))
                     magic_checked = True
                 while len(buf) >= part_size:
                     with memoryview(buf) as view:  # one copy, not two
@@ -88,7 +91,7 @@ class PartWriter:
                 pending = None
             ends_file = final or (size is not None and upload.committed + len(buf) == size)
             if not magic_checked and buf:
-                await check_magic(self.upload_sessions, upload, bytes(buf))
+                await self.header.check_magic(upload, bytes(buf))
             if buf and (ends_file or len(buf) >= S3_MIN_PART):
                 await self._commit_part(upload, progress, bytes(buf))
         finally:
@@ -112,13 +115,7 @@ class PartWriter:
         gguf, header = upload.gguf, progress.header
         if header is not None:
             header = header + data
-            info = await parse_or_refuse(
-                self.upload_sessions,
-                upload,
-                header,
-                at_end=False,
-                max_header_bytes=self.settings.max_header_bytes,
-            )
+            info = await self.header.parse(upload, header, at_end=False)
             if info is not None:
                 gguf, header = info_dict(info), None
         parts = [*upload.parts, {"n": number, "etag": etag, "size": len(data)}]

@@ -24,7 +24,7 @@ from registry.gguf import GGUFInfo
 from registry.models import Blob, UploadSession
 from registry.quota import Quota
 from registry.schemas import PushResult
-from registry.uploads.header import info_dict, parse_or_refuse
+from registry.uploads.header import HeaderCheck, info_dict
 from registry.uploads.sessions import UploadSessions
 from wire.refs import check_digest
 
@@ -44,6 +44,9 @@ class Publisher:
         self.settings = settings
         self.quota = quota
         self.on_change = on_change
+        self.header = HeaderCheck(
+            upload_sessions=upload_sessions, max_header_bytes=settings.max_header_bytes
+        )
 
     async def complete(self, upload: UploadSession, *, digest: str | None) -> PushResult:
         """Publish ``upload`` (the caller holds its lock)."""
@@ -82,13 +85,7 @@ class Publisher:
         gguf = upload.gguf
         if gguf is None:
             head = await self._read_prefix(upload.s3_key, min(size, self.settings.max_header_bytes))
-            info = await parse_or_refuse(
-                self.upload_sessions,
-                upload,
-                head,
-                at_end=True,
-                max_header_bytes=self.settings.max_header_bytes,
-            )
+            info = await self.header.parse(upload, head, at_end=True)
             gguf = info_dict(info)
         info = GGUFInfo(**gguf)
         result = await self._publish(upload, actual, size, info.as_dict(size))
