@@ -1,7 +1,22 @@
-"""Database engine, sessions and the declarative base shared by every domain."""
+"""Database engine, sessions, the declarative base shared by every domain, and
+the advisory-lock keys.
+
+The transaction rule: one session per request or job, committed at the edge and
+rolled back on any error — ``services.api.deps.provide_db`` for a request,
+``transaction`` for a job (a job that works in batches, like period close or GC,
+opens one per batch so one failure does not undo the others). Services take
+that session, flush, and never commit.
+
+The few components that must commit step by step own their transactions and say
+so in their docstring: registry uploads (the row must match S3 after every part),
+registry downloads (egress is recorded after the response, retried on its own),
+and the Stripe sync (what was sent to Stripe is recorded before and after each
+call). They take a sessionmaker, never a request's session.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,3 +87,10 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One unit of work: commit on success, roll back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def advisory_lock_key(namespace: str, name: object) -> int:
+    """The bigint key of a Postgres advisory lock on ``name`` in ``namespace``
+    (``pg_advisory_lock`` and friends take one signed 64-bit number)."""
+    digest = hashlib.sha256(f"{namespace}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -109,7 +109,3 @@ class Settings(BaseSettings):
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
-
-
-def load_settings(**overrides) -> Settings:
-    return Settings(**overrides)

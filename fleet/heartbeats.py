@@ -1,7 +1,11 @@
 """What nodes send: heartbeats, queued reports, and what they ask: peers.
 
-Built for thousands of nodes: a heartbeat is one UPDATE … RETURNING (the
-credential lookup before it is one indexed SELECT); nothing is appended per beat."""
+Built for thousands of nodes: a heartbeat is one UPDATE … RETURNING of the node's
+row (the credential lookup before it is one indexed SELECT). A beat whose counters
+show tokens served since the previous one also reads that previous report and
+appends one ``inference`` usage event, idempotent on the beat's id; an idle beat
+appends nothing. Reports a node queued while offline are appended to
+``node_reports``, once each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Blob downloads with ``Range`` support; the bytes actually sent are metered."""
+"""Blob downloads with ``Range`` support; the bytes actually sent are metered.
+
+Transactions: downloads own theirs, unlike request and job services (see
+``core.db``). The bytes sent are known only once the response has ended, after
+the request's session is gone, so egress is recorded in a transaction of its
+own, retried until it lands; looking the blob up reads in a short session that
+is closed before the first byte is streamed."""
 
 from __future__ import annotations
 

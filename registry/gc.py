@@ -1,5 +1,8 @@
 """Garbage collection: abandoned upload sessions, blobs no version uses, and
-objects nothing points at. Idempotent: a second run finds nothing to do."""
+objects nothing points at. Idempotent: a second run finds nothing to do.
+
+A job that commits item by item (see ``core.db``): each upload or blob is removed
+in its own transaction, so one that a push reuses meanwhile fails alone."""
 
 from __future__ import annotations
 

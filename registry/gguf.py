@@ -16,8 +16,12 @@ from typing import Any
 
 MAGIC = b"GGUF"
 
+# The tables below mirror the ``gguf`` package's enums (GGUFValueType, LlamaFileType,
+# GGMLQuantizationType). That package is a dev dependency only, so the server copies
+# them; tests/unit/registry/test_gguf.py compares the copies with the enums.
+
 # GGUF metadata value types -> struct format (scalars only).
-_SCALARS = {
+SCALAR_FORMATS = {
     0: "B",
     1: "b",
     2: "H",
@@ -30,7 +34,7 @@ _SCALARS = {
     11: "q",
     12: "d",
 }
-_STRING, _ARRAY = 8, 9
+STRING_TYPE, ARRAY_TYPE = 8, 9
 
 # llama.cpp's LLAMA_FTYPE values (general.file_type).
 FILE_TYPES = {
@@ -66,6 +70,9 @@ FILE_TYPES = {
     32: "BF16",
     36: "TQ1_0",
     37: "TQ2_0",
+    38: "MXFP4_MOE",
+    39: "NVFP4",
+    40: "Q1_0",
 }
 # ggml tensor types, used when general.file_type is absent.
 TENSOR_TYPES = {
@@ -100,6 +107,9 @@ TENSOR_TYPES = {
     30: "BF16",
     34: "TQ1_0",
     35: "TQ2_0",
+    39: "MXFP4",
+    40: "NVFP4",
+    41: "Q1_0",
 }
 
 # The memory estimate assumes the node loads the model with at most this context.
@@ -175,14 +185,14 @@ class _Reader:
         return bytes(self.take(length)).decode("utf-8", errors="replace").replace("\x00", "")
 
     def value(self, vtype: int) -> Any:
-        if vtype in _SCALARS:
-            return self.unpack(_SCALARS[vtype])
-        if vtype == _STRING:
+        if vtype in SCALAR_FORMATS:
+            return self.unpack(SCALAR_FORMATS[vtype])
+        if vtype == STRING_TYPE:
             return self.string()
-        if vtype == _ARRAY:
+        if vtype == ARRAY_TYPE:
             item_type, count = self.unpack("I"), self.unpack("Q")
-            if item_type in _SCALARS:  # skip fixed-size arrays in one step
-                self.take(struct.calcsize("<" + _SCALARS[item_type]) * count)
+            if item_type in SCALAR_FORMATS:  # skip fixed-size arrays in one step
+                self.take(struct.calcsize("<" + SCALAR_FORMATS[item_type]) * count)
             else:
                 for _ in range(count):
                     self.value(item_type)
@@ -229,7 +239,8 @@ def parse_header(prefix: bytes | bytearray | memoryview) -> GGUFInfo | None:
     if isinstance(ftype, int):
         file_type = FILE_TYPES.get(ftype, f"type {ftype}")
     elif types:
-        file_type = TENSOR_TYPES.get(types.most_common(1)[0][0])
+        ttype = types.most_common(1)[0][0]
+        file_type = TENSOR_TYPES.get(ttype, f"type {ttype}")
     else:
         file_type = None
 

@@ -3,7 +3,6 @@ Postgres advisory lock so two schedulers never run the same job at once."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, is_dataclass
@@ -15,7 +14,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 
 from billing import jobs as billing_jobs
-from core.db import transaction, utcnow
+from core.db import advisory_lock_key, transaction, utcnow
 from fleet.nodes import mark_offline
 from fleet.rollouts import advance_all
 from registry.gc import collect_garbage
@@ -129,20 +128,14 @@ JOBS: dict[str, Job] = {
 }
 
 
-def _lock_key(name: str) -> int:
-    return int.from_bytes(
-        hashlib.sha256(f"hangar-job:{name}".encode()).digest()[:8], "big", signed=True
-    )
-
-
 async def run_job(
     hangar: Components, name: str, *, now: datetime | None = None
 ) -> dict[str, Any] | None:
     """Run one job now (or as of ``now``). Returns its report, or None if another
     process holds it."""
-    job = JOBS[name]
+    job, key = JOBS[name], advisory_lock_key("hangar-job", name)
     async with hangar.engine.connect() as conn:
-        got = await conn.scalar(text("select pg_try_advisory_lock(:k)"), {"k": _lock_key(name)})
+        got = await conn.scalar(text("select pg_try_advisory_lock(:k)"), {"k": key})
         await conn.commit()
         if not got:
             log.info("job %s is running elsewhere; skipped", name)
@@ -150,7 +143,7 @@ async def run_job(
         try:
             result = await job.run(hangar, now or utcnow())
         finally:
-            await conn.execute(text("select pg_advisory_unlock(:k)"), {"k": _lock_key(name)})
+            await conn.execute(text("select pg_advisory_unlock(:k)"), {"k": key})
             await conn.commit()
     report = asdict(result) if is_dataclass(result) else (result or {})
     log.info("job %s done: %s", name, report)

@@ -41,13 +41,6 @@ async def list_tenants(session: AsyncSession) -> list[Tenant]:
     return list(await session.scalars(select(Tenant).order_by(Tenant.created_at)))
 
 
-async def get_tenant(session: AsyncSession, *, tenant_id: uuid.UUID) -> Tenant:
-    tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFound(f"no tenant {tenant_id}")
-    return tenant
-
-
 async def create_key(
     session: AsyncSession, *, tenant_id: uuid.UUID, name: str, scopes: list[Scope]
 ) -> ApiKeyCreated:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from core.settings import (
@@ -22,13 +20,17 @@ from core.settings import (
     Settings,
     StripeSettings,
 )
-from services.api.app import create_app
-from services.components import Components
-from services.embedded import EmbeddedPostgres, EmbeddedS3
-from services.migrate import upgrade
-from tests.billing.scripts import Operator
-from tests.factories import Tenants
-from tests.localstripe_server import LocalStripe
+
+# The stack's modules (the app, the embedded servers, the clients) are imported by
+# the fixtures that use them, so a unit-only run (``pytest tests/unit``) never pays
+# for them.
+if TYPE_CHECKING:
+    import httpx
+
+    from services.components import Components
+    from services.embedded import EmbeddedS3
+    from tests.billing.scripts import Operator
+    from tests.factories import Tenants
 
 STRIPE_KEY = "sk_test_hangar"
 WEBHOOK_SECRET = "whsec_hangar_tests"
@@ -36,6 +38,9 @@ WEBHOOK_SECRET = "whsec_hangar_tests"
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[tuple[str, EmbeddedS3]]:
+    from services.embedded import EmbeddedPostgres, EmbeddedS3
+    from services.migrate import upgrade
+
     root = tmp_path_factory.mktemp("stack")
     pg = EmbeddedPostgres(root, database="hangar_test")
     s3 = EmbeddedS3(root, bucket="hangar-test")
@@ -52,7 +57,10 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, EmbeddedS3]]:
 @pytest.fixture(scope="session")
 def localstripe() -> Iterator[str]:
     """The Stripe fake, as its own process on a free loopback port."""
-    fake = LocalStripe(_free_port())
+    from services.embedded import free_port
+    from tests.localstripe_server import LocalStripe
+
+    fake = LocalStripe(free_port())
     try:
         yield fake.start()
     finally:
@@ -84,20 +92,21 @@ def settings(stack, localstripe) -> Settings:
 
 @pytest.fixture(scope="session")
 async def hangar(settings) -> AsyncIterator[Components]:
+    from services.components import Components
+
     components = Components.build(settings)
     yield components
     await components.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 async def base_url(settings, hangar) -> AsyncIterator[str]:
-    port = _free_port()
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.embedded import free_port
+
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, hangar), host="127.0.0.1", port=port, log_level="warning"
@@ -113,12 +122,16 @@ async def base_url(settings, hangar) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def http(base_url) -> AsyncIterator[httpx.AsyncClient]:
+    import httpx
+
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         yield client
 
 
 @pytest.fixture
 def tenants(http, settings) -> Tenants:
+    from tests.factories import Tenants
+
     return Tenants(http, settings.operator_token.get_secret_value())
 
 
@@ -133,4 +146,6 @@ def smollm2() -> Path:
 @pytest.fixture
 def operator(http, settings) -> Operator:
     """The platform operator's client: usage imports, plans, contracts."""
+    from tests.billing.scripts import Operator
+
     return Operator(http, settings.operator_token.get_secret_value())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, head, patch, post, put
 from litestar.response import Stream
@@ -62,7 +63,37 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def _download_headers(dl: Download) -> dict[str, str]:
+async def _open_blob(
+    request: Request,
+    hangar: Components,
+    principal: Principal,
+    name: str,
+    ref: str,
+    *,
+    send_body: bool,
+) -> Download:
+    principal.require(Scope.read, node=True)
+    if principal.node_id is not None:  # a node fetches only what is assigned to it
+        await fleet_deployments.check_node_download(
+            hangar.sessions,
+            tenant_id=principal.tenant_id,
+            node_id=principal.node_id,
+            name=name,
+            ref=ref,
+        )
+    return await hangar.downloads.open(
+        tenant_id=principal.tenant_id,
+        name=name,
+        ref=ref,
+        range_header=request.headers.get("range"),
+        if_range=request.headers.get("if-range"),
+        node_id=principal.node_id,
+        send_body=send_body,
+    )
+
+
+def _blob_response(dl: Download) -> dict[str, Any]:
+    """Status, headers and type shared by GET and HEAD of a blob."""
     headers = {
         "ETag": dl.etag,
         "Accept-Ranges": "bytes",
@@ -71,7 +102,11 @@ def _download_headers(dl: Download) -> dict[str, str]:
     }
     if dl.range.partial:
         headers["Content-Range"] = f"bytes {dl.range.start}-{dl.range.end}/{dl.size}"
-    return headers
+    return {
+        "status_code": 206 if dl.range.partial else 200,
+        "headers": headers,
+        "media_type": "application/octet-stream",
+    }
 
 
 class ModelController(Controller):
@@ -157,56 +192,16 @@ class ModelController(Controller):
     async def download(
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response:
-        principal.require(Scope.read, node=True)
-        if principal.node_id is not None:  # a node fetches only what is assigned to it
-            await fleet_deployments.check_node_download(
-                hangar.sessions,
-                tenant_id=principal.tenant_id,
-                node_id=principal.node_id,
-                name=name,
-                ref=ref,
-            )
-        dl = await hangar.downloads.open(
-            tenant_id=principal.tenant_id,
-            name=name,
-            ref=ref,
-            range_header=request.headers.get("range"),
-            if_range=request.headers.get("if-range"),
-            node_id=principal.node_id,
-        )
-        return Stream(
-            dl.body,
-            status_code=206 if dl.range.partial else 200,
-            headers=_download_headers(dl),
-            media_type="application/octet-stream",
-        )
+        dl = await _open_blob(request, hangar, principal, name, ref, send_body=True)
+        return Stream(dl.body, **_blob_response(dl))
 
     @head("/{name:str}/versions/{ref:str}/blob")
     async def download_head(
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response[None]:
-        principal.require(Scope.read, node=True)
-        if principal.node_id is not None:  # a node fetches only what is assigned to it
-            await fleet_deployments.check_node_download(
-                hangar.sessions,
-                tenant_id=principal.tenant_id,
-                node_id=principal.node_id,
-                name=name,
-                ref=ref,
-            )
-        dl = await hangar.downloads.open(
-            tenant_id=principal.tenant_id,
-            name=name,
-            ref=ref,
-            range_header=request.headers.get("range"),
-            send_body=False,
-        )
-        return Response(
-            b"",
-            status_code=206 if dl.range.partial else 200,
-            headers=_download_headers(dl),
-            media_type="application/octet-stream",
-        )
+        """The headers the GET would send (size, digest, range), and no body."""
+        dl = await _open_blob(request, hangar, principal, name, ref, send_body=False)
+        return Response(b"", **_blob_response(dl))
 
 
 class UploadController(Controller):

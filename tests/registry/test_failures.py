@@ -11,6 +11,7 @@ import pytest
 
 from core.errors import Unavailable
 from registry import gc
+from registry.uploads import Uploads
 from tests.factories import write_gguf
 
 
@@ -27,12 +28,14 @@ async def test_two_completes_racing_publish_once_and_keep_the_file(tenants, tmp_
     await t.request(
         "PATCH", f"/v1/uploads/{upload['id']}", content=data, headers={"Upload-Offset": "0"}
     )
-    # Two replicas would not share the in-process lock: bypass it the same way.
-    hangar.uploads._locks.clear()
+    # A second replica: same database and bucket, but no shared lock or running hash.
+    replica = Uploads(
+        sessions=hangar.sessions, store=hangar.store, settings=hangar.settings.registry
+    )
     tenant_id, upload_id = uuid.UUID(t.id), uuid.UUID(upload["id"])
     first, second = await asyncio.gather(
         hangar.uploads.complete(tenant_id=tenant_id, upload_id=upload_id, digest=None),
-        hangar.uploads.complete(tenant_id=tenant_id, upload_id=upload_id, digest=None),
+        replica.complete(tenant_id=tenant_id, upload_id=upload_id, digest=None),
         return_exceptions=True,
     )
     outcomes = sorted(type(r).__name__ for r in (first, second))

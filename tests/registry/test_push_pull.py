@@ -216,6 +216,14 @@ async def test_range_requests(tenants, tmp_path):
     assert head.status_code == 200
     assert int(head.headers["content-length"]) == len(data)
 
+    # HEAD answers with the headers the same GET would send, If-Range included.
+    for headers in ({"Range": "bytes=100-199"}, {"Range": "bytes=0-9", "If-Range": '"stale"'}):
+        got = await t.request("GET", url, headers=headers)
+        head = await t.request("HEAD", url, headers=headers)
+        assert head.status_code == got.status_code and head.content == b""
+        for name in ("content-length", "content-range", "etag", "x-hangar-digest"):
+            assert head.headers.get(name) == got.headers.get(name)
+
 
 async def test_resumed_download_is_metered_once(tenants, tmp_path, hangar):
     t = await tenants.create()
