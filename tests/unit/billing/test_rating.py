@@ -8,11 +8,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from billing.plans import PlanName, terms_for
+from billing.plans import terms_for
 from billing.rating import pounds, rate, to_pence
 from billing.timeline import Segment
 from metering.meters import DEVICE_DAY, EGRESS, GB_INT, STORAGE_SAMPLE
 from metering.periods import Period
+from tenants.plans import Plan
 
 APRIL = Period(2026, 4)  # 30 days, 720 hours
 
@@ -21,7 +22,7 @@ def at(day: int, hour: int = 0) -> datetime:
     return datetime(2026, 4, day, hour, tzinfo=UTC)
 
 
-def whole_month(plan: PlanName, **terms) -> list[Segment]:
+def whole_month(plan: Plan, **terms) -> list[Segment]:
     return [Segment(terms_for(plan, **terms), at(1), None, first=True)]
 
 
@@ -52,7 +53,7 @@ def test_worked_example_payg_april_2026():
         (0, STORAGE_SAMPLE): (40 * GB_INT * 720, 720),  # 40 GB all month
         (0, EGRESS): (33_300_000_000, 1),  # 33.3 GB
     }
-    lines = rate(APRIL, whole_month(PlanName.payg), usage)
+    lines = rate(APRIL, whole_month(Plan.payg), usage)
     assert amounts(lines) == {DEVICE_DAY: 1250, STORAGE_SAMPLE: 200, EGRESS: 466}
     assert sum(line.amount_pence for line in lines) == 1916
     devices = next(line for line in lines if line.meter == DEVICE_DAY)
@@ -60,15 +61,15 @@ def test_worked_example_payg_april_2026():
 
 
 def test_starter_is_a_flat_fee_with_its_usage_included():
-    lines = rate(APRIL, whole_month(PlanName.starter), {(0, DEVICE_DAY): (300, 300)})
+    lines = rate(APRIL, whole_month(Plan.starter), {(0, DEVICE_DAY): (300, 300)})
     assert amounts(lines) == {"flat_fee": 3500, DEVICE_DAY: 0}
     assert "included" in lines[1].description
 
 
 def test_a_plan_change_mid_month_prorates_the_fee_by_day():
     segments = [
-        Segment(terms_for(PlanName.payg), at(1), at(11), first=True),
-        Segment(terms_for(PlanName.starter), at(11), None),
+        Segment(terms_for(Plan.payg), at(1), at(11), first=True),
+        Segment(terms_for(Plan.starter), at(11), None),
     ]
     usage = {(0, DEVICE_DAY): (10, 10), (1, DEVICE_DAY): (20, 20)}
     lines = rate(APRIL, segments, usage)
@@ -83,7 +84,7 @@ def test_a_plan_change_mid_month_prorates_the_fee_by_day():
 
 def test_a_spend_cap_brings_usage_charges_down_to_the_cap():
     lines = rate(
-        APRIL, whole_month(PlanName.payg, spend_cap_pence=1000), {(0, DEVICE_DAY): (75, 75)}
+        APRIL, whole_month(Plan.payg, spend_cap_pence=1000), {(0, DEVICE_DAY): (75, 75)}
     )
     assert amounts(lines) == {DEVICE_DAY: 1250, "spend_cap": -250}
     assert sum(line.amount_pence for line in lines) == 1000
@@ -91,21 +92,21 @@ def test_a_spend_cap_brings_usage_charges_down_to_the_cap():
 
 def test_a_spend_cap_not_reached_adds_no_line():
     lines = rate(
-        APRIL, whole_month(PlanName.payg, spend_cap_pence=5000), {(0, EGRESS): (GB_INT, 1)}
+        APRIL, whole_month(Plan.payg, spend_cap_pence=5000), {(0, EGRESS): (GB_INT, 1)}
     )
     assert amounts(lines) == {EGRESS: 14}
 
 
 def test_the_preview_shows_every_priced_meter_and_the_invoice_only_what_was_used():
-    draft = rate(APRIL, whole_month(PlanName.payg), {}, draft=True)
+    draft = rate(APRIL, whole_month(Plan.payg), {}, draft=True)
     assert amounts(draft) == {DEVICE_DAY: 0, STORAGE_SAMPLE: 0, EGRESS: 0}
-    assert rate(APRIL, whole_month(PlanName.payg), {}) == []
+    assert rate(APRIL, whole_month(Plan.payg), {}) == []
 
 
 def test_february_of_a_leap_year_has_29_days():
     february = Period(2024, 2)
     segments = [
-        Segment(terms_for(PlanName.payg), datetime(2024, 2, 1, tzinfo=UTC), None, first=True)
+        Segment(terms_for(Plan.payg), datetime(2024, 2, 1, tzinfo=UTC), None, first=True)
     ]
     lines = rate(february, segments, {(0, DEVICE_DAY): (14, 14)})
     assert amounts(lines) == {DEVICE_DAY: 241}  # 14/29 x 500p = 241.38p
