@@ -83,17 +83,13 @@ def test_a_plan_change_mid_month_prorates_the_fee_by_day():
 
 
 def test_a_spend_cap_brings_usage_charges_down_to_the_cap():
-    lines = rate(
-        APRIL, whole_month(Plan.payg, spend_cap_pence=1000), {(0, DEVICE_DAY): (75, 75)}
-    )
+    lines = rate(APRIL, whole_month(Plan.payg, spend_cap_pence=1000), {(0, DEVICE_DAY): (75, 75)})
     assert amounts(lines) == {DEVICE_DAY: 1250, "spend_cap": -250}
     assert sum(line.amount_pence for line in lines) == 1000
 
 
 def test_a_spend_cap_not_reached_adds_no_line():
-    lines = rate(
-        APRIL, whole_month(Plan.payg, spend_cap_pence=5000), {(0, EGRESS): (GB_INT, 1)}
-    )
+    lines = rate(APRIL, whole_month(Plan.payg, spend_cap_pence=5000), {(0, EGRESS): (GB_INT, 1)})
     assert amounts(lines) == {EGRESS: 14}
 
 
@@ -105,8 +101,6 @@ def test_the_preview_shows_every_priced_meter_and_the_invoice_only_what_was_used
 
 def test_february_of_a_leap_year_has_29_days():
     february = Period(2024, 2)
-    segments = [
-        Segment(terms_for(Plan.payg), datetime(2024, 2, 1, tzinfo=UTC), None, first=True)
-    ]
+    segments = [Segment(terms_for(Plan.payg), datetime(2024, 2, 1, tzinfo=UTC), None, first=True)]
     lines = rate(february, segments, {(0, DEVICE_DAY): (14, 14)})
     assert amounts(lines) == {DEVICE_DAY: 241}  # 14/29 x 500p = 241.38p
