@@ -89,3 +89,20 @@ def report(rows: list[tuple[str, float, float]]) -> None:
     print(f"{'':<10}{'Hangar MB/s':>14}{'direct S3 MB/s':>16}{'ratio':>8}")
     for label, ours, base in rows:
         print(f"{label:<10}{ours:>14.1f}{base:>16.1f}{ours / base:>8.2f}")
+
+
+# The nodes columns the fleet and console benches fill with COPY (rows built in this order).
+NODE_COLUMNS = [
+    "id",
+    "tenant_id",
+    "name",
+    "labels",
+    "facts",
+    "credential_hash",
+    "credential_prefix",
+    "enrolled_at",
+    "last_seen_at",
+    "report",
+    "desired_revision",
+    "status",
+]

@@ -33,22 +33,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import hangar_api
-
-NODE_COLUMNS = [
-    "id",
-    "tenant_id",
-    "name",
-    "labels",
-    "facts",
-    "credential_hash",
-    "credential_prefix",
-    "enrolled_at",
-    "last_seen_at",
-    "report",
-    "desired_revision",
-    "status",
-]
+from bench.common import NODE_COLUMNS, hangar_api
 
 
 def _report(i: int) -> dict:

@@ -31,7 +31,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import hangar_api, new_tenant
+from bench.common import NODE_COLUMNS, hangar_api, new_tenant
 from core.db import make_engine, make_sessionmaker, transaction
 from core.secrets import hash_secret
 from core.settings import DatabaseSettings
@@ -90,20 +90,7 @@ async def insert_nodes(url: str, tenant_id: str, count: int) -> None:
     await conn.copy_records_to_table(
         "nodes",
         records=rows,
-        columns=[
-            "id",
-            "tenant_id",
-            "name",
-            "labels",
-            "facts",
-            "credential_hash",
-            "credential_prefix",
-            "enrolled_at",
-            "last_seen_at",
-            "report",
-            "desired_revision",
-            "status",
-        ],
+        columns=NODE_COLUMNS,
     )
     # Every 1,000th filler node holds the digest ready (what the peers query looks for).
     await conn.execute(
