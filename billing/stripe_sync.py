@@ -9,13 +9,13 @@ looks for the key in Stripe before creating it again. That is what keeps a sync
 retried after a failure in the middle from creating a second Stripe invoice, even
 against a Stripe (like localstripe) that ignores idempotency keys.
 
-Each record and state change is committed at once, in its own short transaction:
-the point is to remember what Stripe already has even if the next step fails.
+Stripe sync owns its transactions (the exception to the request/job rule in
+``core.db``): each record and state change is committed at once, in its own short
+transaction, to remember what Stripe already has even if the next step fails.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from billing.models import BillingAccount, Invoice, InvoiceLine, StripeRequest
 from billing.states import INVOICE, STRIPE_PUSH, InvoiceStatus, StripeState
 from billing.stripe import StripeClient, StripeError, StripeUnavailable, StripeUncertain
-from core.db import transaction
+from core.db import advisory_lock_key, transaction
 from metering.periods import Period
 from tenants.models import Tenant
 
@@ -66,9 +66,7 @@ class StripeSync:
         """One conversation with Stripe per tenant at a time, across processes: two
         syncs, or a sync and a payment-method change, must not both decide that the
         customer (or an item) does not exist yet and create it twice."""
-        key = int.from_bytes(
-            hashlib.sha256(f"hangar-stripe:{tenant_id}".encode()).digest()[:8], "big", signed=True
-        )
+        key = advisory_lock_key("hangar-stripe", tenant_id)
         async with self.sessions() as session, session.begin():
             await session.execute(text("select pg_advisory_xact_lock(:k)"), {"k": key})
             yield
