@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components as OAComponents
 from litestar.openapi.spec import SecurityScheme
 
 from core.settings import Settings
-from services.api import billing, fleet, health, invoices, registry, tenants, usage
+from services.api import billing, fleet, health, invoices, jobs, registry, tenants, usage
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
@@ -53,6 +53,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             billing.AccountController,
             billing.TenantBillingController,
             billing.stripe_webhook,
+            jobs.JobController,
             console_router(settings),
         ],
         template_config=template_config(),

@@ -52,8 +52,10 @@ def check(response: httpx.Response) -> Any:
     fail(f"{response.status_code}: {message}")
 
 
-def call(method: str, path: str, *, token_env: str = "HANGAR_TOKEN", **kwargs: Any) -> Any:
-    with client(token_env) as http:
+def call(
+    method: str, path: str, *, token_env: str = "HANGAR_TOKEN", timeout: float = 60, **kwargs: Any
+) -> Any:
+    with client(token_env, timeout=timeout) as http:
         try:
             return check(http.request(method, path, **kwargs))
         except httpx.TransportError as exc:

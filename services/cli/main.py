@@ -258,13 +258,13 @@ def models_tag(name: str, tag: str, version: int) -> None:
 
 
 @jobs.command("ls")
-def jobs_ls() -> None:
-    """List scheduled jobs."""
-    from services.scheduler import JOBS
-
-    show_table(
-        ["job", "schedule", "what"], [[j.name, str(j.trigger), j.help] for j in JOBS.values()]
-    )
+def jobs_ls(as_json: JSON = False) -> None:
+    """List scheduled jobs (operator)."""
+    found = call("GET", "/v1/jobs/", token_env=OPERATOR)
+    if as_json:
+        print_json(found)
+        return
+    show_table(["job", "schedule", "what"], [[j["name"], j["schedule"], j["what"]] for j in found])
 
 
 @jobs.command("run")
@@ -274,31 +274,24 @@ def jobs_run(
         str | None, typer.Option(help="act as of this ISO time (backfills), default now")
     ] = None,
 ) -> None:
-    """Run one job now, against HANGAR_DATABASE_URL and HANGAR_S3_* (idempotent)."""
-    import asyncio
-    from datetime import UTC, datetime
+    """Run one job now through the API (operator; idempotent) and print its report."""
+    from datetime import datetime
 
-    from services.components import Components
-    from services.scheduler import JOBS, run_job
-
-    if name not in JOBS:
-        raise typer.BadParameter(f"unknown job {name!r}; one of: {', '.join(JOBS)}")
     try:
-        now = datetime.fromisoformat(at).astimezone(UTC) if at else None
+        moment = datetime.fromisoformat(at) if at else None
     except ValueError:
         raise typer.BadParameter(
             f"--at {at!r} is not an ISO time such as 2026-05-02T01:00:00Z"
         ) from None
-
-    async def go():
-        hangar = Components.build(_settings())
-        try:
-            return await run_job(hangar, name, now=now)
-        finally:
-            await hangar.close()
-
-    report = asyncio.run(go())
-    print_json(report if report is not None else {"skipped": "running in another process"})
+    if moment is not None and moment.tzinfo is None:
+        raise typer.BadParameter(f"--at {at!r} needs a time zone, such as 2026-05-02T01:00:00Z")
+    body = {"at": moment.isoformat()} if moment else {}
+    # A month's close for many tenants can take a while: wait up to an hour.
+    result = call("POST", f"/v1/jobs/{name}/run", json=body, token_env=OPERATOR, timeout=3600)
+    if not result["ran"]:
+        print_json({"skipped": "running in another process; try again shortly"})
+        return
+    print_json(result["report"])
 
 
 if __name__ == "__main__":
