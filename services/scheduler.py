@@ -146,11 +146,18 @@ async def run_job(
             await conn.execute(text("select pg_advisory_unlock(:k)"), {"k": key})
             await conn.commit()
     report = asdict(result) if is_dataclass(result) else (result or {})
-    log.info("job %s done: %s", name, report)
+    # One line per job that did something; a run that found nothing to do (the offline
+    # and rollouts jobs, every few seconds) is not an event worth a line by default.
+    log.log(
+        logging.INFO if any(report.values()) else logging.DEBUG, "job %s done: %s", name, report
+    )
     return report
 
 
 def build_scheduler(hangar: Components) -> AsyncIOScheduler:
+    # run_job logs what each job did; APScheduler's own "Running job" / "executed
+    # successfully" lines for every run only repeat it.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler = AsyncIOScheduler(timezone="UTC")
     for job in JOBS.values():
         scheduler.add_job(
