@@ -9,7 +9,9 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 err = Console(stderr=True)
 out = Console()
@@ -20,7 +22,9 @@ OPERATOR = "HANGAR_OPERATOR_TOKEN"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    # escape(): a message may hold brackets (a regex, "cron[minute='17']") that Rich
+    # would otherwise read as markup and drop.
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -71,5 +75,6 @@ def print_json(data: Any) -> None:
 def show_table(columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(*columns)
     for row in rows:
-        table.add_row(*["" if c is None else str(c) for c in row])
+        # Text, not str: cells are data, never Rich markup.
+        table.add_row(*[Text("" if c is None else str(c)) for c in row])
     out.print(table)

@@ -48,3 +48,11 @@ async def test_jobs_refuse_unknown_names_bad_times_and_tenant_keys(base_url, set
     t = await tenants.create()
     refused = await jobs_cli(base_url, "run", "gc", operator=t.key)
     assert refused.exit_code != 0 and "operator token" in refused.output
+
+
+async def test_tables_and_errors_print_brackets_as_text(base_url, settings):
+    op = settings.operator_token.get_secret_value()
+    listed = await jobs_cli(base_url, "ls", operator=op)
+    assert listed.exit_code == 0, listed.output
+    # A schedule is "cron[minute='17']": Rich markup would print it as "cron".
+    assert "[minute='17']" in listed.output
