@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 from litestar import Request, get, post
 from litestar.response import Response
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.accounts import open_tenant, plans_now, resolve_tenant
+from billing.contracts import set_contract
 from billing.plan_changes import set_plan
+from billing.schemas import ContractIn
 from core.db import utcnow
 from core.errors import BadRequest
 from services.components import Components
@@ -86,6 +90,38 @@ async def tenant_plan(
     return back(f"{PATH}/operator")
 
 
+def _pence(data: dict[str, str], name: str, label: str) -> Decimal:
+    raw = data.get(name, "").strip() or "0"
+    try:
+        return Decimal(raw) * 100
+    except InvalidOperation:
+        raise BadRequest(f"{label} must be an amount in pounds, like 4.50, not {raw!r}") from None
+
+
+@post("/operator/contracts")
+async def contract(request: Request, db: AsyncSession, user: ConsoleUser) -> Response:
+    """The same contract as `hangar contracts set`: fee and rates in pounds (as typed),
+    stored in pence; the tenant moves to enterprise under it from now."""
+    user.require_operator()
+    data = await form(request)
+    found = await resolve_tenant(db, required(data, "tenant", "the tenant"))
+    try:
+        terms = ContractIn(
+            monthly_fee_pence=int(_pence(data, "monthly_fee", "the monthly fee")),
+            device_month_pence=_pence(data, "device_month", "the device-month price"),
+            storage_gb_month_pence=_pence(data, "storage_gb_month", "the GB-month price"),
+            egress_gb_pence=_pence(data, "egress_gb", "the egress GB price"),
+            included_egress_gb=data.get("included_egress_gb", "").strip() or "0",
+            max_nodes=data.get("max_nodes", "").strip() or None,
+            payment_terms_days=data.get("payment_terms_days", "").strip() or 30,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadRequest(f"the contract is invalid: {first['loc'][0]}: {first['msg']}") from None
+    await set_contract(db, tenant_id=found.id, terms=terms, now=utcnow())
+    return await _operator_page(db, user, contract_for=found.name)
+
+
 @post("/operator/jobs")
 async def run(
     request: Request, db: AsyncSession, hangar: Components, user: ConsoleUser
@@ -109,4 +145,4 @@ async def run(
     return await _operator_page(db, user, job=name, report=report, ran=report is not None)
 
 
-HANDLERS = [operator_page, create_tenant, tenant_plan, run]
+HANDLERS = [operator_page, create_tenant, tenant_plan, contract, run]

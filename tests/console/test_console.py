@@ -11,6 +11,7 @@ import re
 import secrets
 from datetime import UTC, date, datetime
 
+import httpx
 from playwright.async_api import expect
 
 from services.scheduler import run_job
@@ -239,6 +240,22 @@ async def test_operator_creates_a_tenant_and_runs_a_job(console, settings):
     await c.page.get_by_label("Name", exact=True).fill(f"console-{secrets.token_hex(3)}")
     await c.page.get_by_role("button", name="Create tenant").click()
     assert (await c.page.get_by_label("Admin key").input_value()).startswith("hgr_")
+    name = await c.page.locator(".notice strong").first.inner_text()
+    await c.page.locator("#ctenant").select_option(label=name)
+    await c.page.locator("#cfee").fill("1000")
+    await c.page.locator("#cdev").fill("4.50")
+    await c.page.locator("#cmax").fill("40")
+    await c.page.get_by_role("button", name="Set contract").click()
+    await expect(c.page.locator("#contract-result")).to_contain_text(name)
+    op = {"Authorization": f"Bearer {settings.operator_token.get_secret_value()}"}
+    async with httpx.AsyncClient(base_url=c.base_url, headers=op) as api:
+        terms = (await api.get(f"/v1/tenants/{name}/contract")).json()
+    # Typed in pounds, stored in pence, exactly as `hangar contracts set` would.
+    assert (terms["monthly_fee_pence"], terms["device_month_pence"], terms["max_nodes"]) == (
+        100000,
+        "450.0000",
+        40,
+    )
     await c.page.get_by_label("Job").select_option("device-count")
     await c.page.get_by_role("button", name="Run now").click()
     await expect(c.page.locator("#job-result")).to_contain_text("device-count")
