@@ -29,11 +29,10 @@ async def bump_nodes(session: AsyncSession, *, node_ids: Iterable[uuid.UUID]) ->
         )
 
 
-async def bump_deployment_targets(session: AsyncSession, *, deployment_id: uuid.UUID) -> None:
+async def _bump_targets_of(session: AsyncSession, *deployments) -> None:
+    """Bump every node that a deployment matching ``deployments`` (conditions) targets."""
     targeted = exists(
-        select(Deployment.id).where(
-            Deployment.id == deployment_id, Deployment.tenant_id == Node.tenant_id, targets()
-        )
+        select(Deployment.id).where(*deployments, Deployment.tenant_id == Node.tenant_id, targets())
     )
     await session.execute(
         update(Node)
@@ -43,16 +42,10 @@ async def bump_deployment_targets(session: AsyncSession, *, deployment_id: uuid.
     )
 
 
+async def bump_deployment_targets(session: AsyncSession, *, deployment_id: uuid.UUID) -> None:
+    await _bump_targets_of(session, Deployment.id == deployment_id)
+
+
 async def model_changed(session: AsyncSession, *, model_id: uuid.UUID) -> None:
     """A tag of this model moved or a version went away: re-target its followers."""
-    following = exists(
-        select(Deployment.id).where(
-            Deployment.model_id == model_id, Deployment.tenant_id == Node.tenant_id, targets()
-        )
-    )
-    await session.execute(
-        update(Node)
-        .where(following)
-        .values(desired_revision=Node.desired_revision + 1)
-        .execution_options(synchronize_session=False)
-    )
+    await _bump_targets_of(session, Deployment.model_id == model_id)
