@@ -7,11 +7,15 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The one default for the node's data dir (credential, model cache, outbox): `hangar node
+# enroll` and `hangar node run` use it unless --data-dir or HANGAR_NODE_DATA_DIR say otherwise.
+DEFAULT_DATA_DIR = Path(".hangar-node")
+
 
 class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANGAR_NODE_")
 
-    data_dir: Path = Path(".hangar-node")
+    data_dir: Path = DEFAULT_DATA_DIR
     host: str = "127.0.0.1"
     port: int = 8000
     # How peers of the same tenant reach this node; default http://<hostname>:<port>.
