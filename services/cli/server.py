@@ -111,9 +111,12 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool, verbose: bool = T
     if scheduler:
         scheduler.start()
     try:
-        if api:
+        app = create_app(settings, hangar) if api else None
+        if not verbose:  # Litestar's logging setup, just done, let every library's INFO in
+            configure_logging(verbose)
+        if app is not None:
             config = uvicorn.Config(
-                create_app(settings, hangar),
+                app,
                 host=settings.host,
                 port=settings.port,
                 # Quiet: hangar up prints its own banner; access lines with --verbose.
@@ -132,10 +135,9 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool, verbose: bool = T
 def configure_logging(verbose: bool = True) -> None:
     """Verbose: every library's INFO lines (production's ``serve``). Quiet (``hangar up``
     by default): Hangar's own lines at INFO, other libraries' warnings only."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
     logging.getLogger("hangar").setLevel(logging.INFO)
 
 

@@ -77,7 +77,7 @@ async def test_up_starts_again_after_kill_9_of_itself_and_of_all_three(tmp_path)
     assert started_by_us(data_dir) == []
 
 
-async def test_seaweedfs_killed_while_up_is_restarted_and_downloads_work(tmp_path):
+async def test_children_killed_while_up_are_restarted_and_requests_work_again(tmp_path):
     data_dir, port = tmp_path / "hangar-data", free_port()
     proc = await start_up(data_dir, port)
     token = (data_dir / "operator-token").read_text().strip()
@@ -105,7 +105,22 @@ async def test_seaweedfs_killed_while_up_is_restarted_and_downloads_work(tmp_pat
         assert blob.status_code == 200 and blob.content == path.read_bytes()
         assert weed_of(data_dir).pid != old.pid
 
+        # Postgres killed too: 503s with Retry-After while it recovers, never a 500.
+        postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        psutil.Process(postmaster).kill()
+        for _ in range(240):
+            listed = await http.get("/v1/models/", headers=key)
+            if listed.status_code == 200:
+                break
+            assert listed.status_code == 503 and listed.headers["retry-after"], listed.text
+            await asyncio.sleep(0.5)
+        assert [m["name"] for m in listed.json()] == ["m"]
+
     out = await stop(proc)
+    (tmp_path / "hangar-up.out").write_text(out)
     assert proc.returncode == 0, out
-    assert "SeaweedFS exited" in out  # the operator is told why it restarted
+    # The operator is told why they restarted; start-up was quiet, the banner one line.
+    assert "SeaweedFS exited" in out and "PostgreSQL exited" in out
+    assert "XDG_RUNTIME_DIR" not in out and "apscheduler" not in out.lower()
+    assert f"Hangar is starting at http://127.0.0.1:{port}  (API docs: http" in out
     assert started_by_us(data_dir) == []
