@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
-from node_runtime.settings import DEFAULT_DATA_DIR
+from node_runtime import DEFAULT_DATA_DIR
 
 app = typer.Typer(
     help="The node runtime: enroll this machine and serve its models.", no_args_is_help=True

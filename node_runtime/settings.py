@@ -7,9 +7,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The one default for the node's data dir (credential, model cache, outbox): `hangar node
-# enroll` and `hangar node run` use it unless --data-dir or HANGAR_NODE_DATA_DIR say otherwise.
-DEFAULT_DATA_DIR = Path(".hangar-node")
+from node_runtime import DEFAULT_DATA_DIR
 
 
 class NodeSettings(BaseSettings):

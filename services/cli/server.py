@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -36,6 +35,8 @@ def operator_token(settings: Settings) -> str:
 def claim_data_dir(data_dir: Path, url: str, stack: ExitStack) -> None:
     """One ``hangar up`` per data dir. The lock is an flock, which the kernel drops
     when its holder dies however it dies, so a killed run never blocks the next one."""
+    import fcntl  # POSIX; hangar up's embedded stack runs on Linux and macOS
+
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = (data_dir / "up.lock").open("a+")
     try:

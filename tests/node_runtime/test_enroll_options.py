@@ -7,8 +7,9 @@ import re
 
 from typer.testing import CliRunner
 
+from node_runtime import DEFAULT_DATA_DIR
 from node_runtime.cli import app
-from node_runtime.settings import DEFAULT_DATA_DIR, NodeSettings
+from node_runtime.settings import NodeSettings
 
 runner = CliRunner()
 

@@ -163,7 +163,9 @@ async def test_every_marked_readme_command_works_as_written(tmp_path):
                 # The node pulls and loads the model "within a heartbeat": the reader waits.
                 waits = f":{node_port}" in command and "hangar node run" not in command
                 deadline = time.monotonic() + (240 if waits else 0)
+                started, attempts = time.monotonic(), 0
                 while True:
+                    attempts += 1
                     code, output = await asyncio.to_thread(shell.run, command)
                     if code == 0 or time.monotonic() > deadline:
                         break
@@ -173,6 +175,8 @@ async def test_every_marked_readme_command_works_as_written(tmp_path):
                     f"\nnode log:\n{node_log.read_text()[-3000:]}" if node_log.exists() else ""
                 )
                 seen += output
+                took = time.monotonic() - started
+                print(f"{took:6.1f}s {attempts}x  {command.splitlines()[0][:90]}")
 
         # What the reader should have noticed along the way.
         code, output = await asyncio.to_thread(shell.run, 'cmp "$MODEL" smollm2.gguf')
