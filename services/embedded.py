@@ -36,6 +36,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def _tie_to_our_lifetime(signum: int):
     """A ``preexec_fn`` asking Linux to send ``signum`` to the child when the thread
     that started it ends: a ``hangar up`` killed with SIGKILL takes its children along
@@ -52,9 +55,6 @@ def _tie_to_our_lifetime(signum: int):
             os.kill(os.getpid(), signum)
 
     return preexec
-
-
-PR_SET_PDEATHSIG = 1
 
 
 def _ours(proc: psutil.Process, name: str, marker: str) -> bool:
@@ -95,7 +95,6 @@ class _Child:
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._lock = threading.RLock()
-        self.restarts = 0
 
     def _spawn(self, args: list[str], log_path: Path, **kwargs) -> None:
         # Tie the child to us only from a thread that lives as long as the child
@@ -134,7 +133,6 @@ class _Child:
                 )
                 try:
                     self.start()
-                    self.restarts += 1
                     log.warning("%s is back", self.name)
                 except Exception as exc:  # keep watching: the next round tries again
                     log.error("%s did not restart: %s", self.name, exc)

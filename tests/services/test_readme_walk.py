@@ -113,6 +113,7 @@ def environment(tmp_path: Path) -> dict[str, str]:
         **env,
         "PATH": f"{shim_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         "COLUMNS": "200",  # a key in a table must not wrap
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # CLI contexts: this test's own
         # Speed only: a node that beats every second and loads a small context.
         "HANGAR_NODE_HEARTBEAT_SECONDS": "1",
         "HANGAR_NODE_RETRY_SECONDS": "0.5",
