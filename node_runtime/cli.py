@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
+
+from node_runtime import DEFAULT_DATA_DIR
 
 app = typer.Typer(
     help="The node runtime: enroll this machine and serve its models.", no_args_is_help=True
@@ -15,16 +18,42 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-DATA_DIR = Annotated[Path, typer.Option(help="where the credential, model cache and outbox live")]
+DATA_DIR = Annotated[
+    Path | None,
+    typer.Option(
+        help="where the credential, model cache and outbox live "
+        f"[default: HANGAR_NODE_DATA_DIR, else {DEFAULT_DATA_DIR}]",
+        show_default=False,
+    ),
+]
+
+
+def control_plane_url(value: str) -> str:
+    """``--server $HANGAR_URL`` with the variable unset makes the next option the
+    value (``--server --token hgt_…``): refuse anything but an http(s) URL, saying so."""
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise typer.BadParameter(
+            f"{value!r} is not the control plane's URL; give one like http://hangar:8080 "
+            "(if you wrote --server $HANGAR_URL, that variable is empty in this shell)"
+        )
+    return value.rstrip("/")
 
 
 @app.command()
 def enroll(
-    server: Annotated[str, typer.Option(help="the control plane's URL, e.g. http://hangar:8080")],
+    server: Annotated[
+        str,
+        typer.Option(
+            help="the control plane's URL, e.g. http://hangar:8080",
+            envvar="HANGAR_URL",
+            callback=control_plane_url,
+        ),
+    ],
     token: Annotated[
         str, typer.Option(help="an enrollment token (hgt_…) from `hangar enroll-tokens create`")
     ],
-    data_dir: DATA_DIR = Path(".hangar-node"),
+    data_dir: DATA_DIR = None,
     name: Annotated[str | None, typer.Option(help="node name (default: the hostname)")] = None,
     advertise_url: Annotated[
         str | None, typer.Option(help="how peer nodes reach this node's API")
@@ -39,7 +68,10 @@ def enroll(
 
     # Only an explicit --advertise-url overrides HANGAR_NODE_ADVERTISE_URL.
     given = {"advertise_url": advertise_url} if advertise_url else {}
-    settings = NodeSettings(data_dir=data_dir, port=port, **given)
+    if data_dir is not None:  # else HANGAR_NODE_DATA_DIR, else the one default
+        given["data_dir"] = data_dir
+    settings = NodeSettings(port=port, **given)
+    data_dir = settings.data_dir
     from node_runtime.runtime import advertise_url as url_of
 
     node_facts = facts.gather(
@@ -72,7 +104,7 @@ def enroll(
 
 @app.command()
 def run(
-    data_dir: DATA_DIR = Path(".hangar-node"),
+    data_dir: DATA_DIR = None,
     port: Annotated[int | None, typer.Option(help="local API port (HANGAR_NODE_PORT)")] = None,
     host: Annotated[str | None, typer.Option(help="bind address (HANGAR_NODE_HOST)")] = None,
 ) -> None:
@@ -87,7 +119,8 @@ def run(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = NodeSettings(data_dir=data_dir)
+    settings = NodeSettings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    data_dir = settings.data_dir
     if port is not None:
         settings.port = port
     if host is not None:

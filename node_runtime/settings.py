@@ -7,11 +7,13 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node_runtime import DEFAULT_DATA_DIR
+
 
 class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANGAR_NODE_")
 
-    data_dir: Path = Path(".hangar-node")
+    data_dir: Path = DEFAULT_DATA_DIR
     host: str = "127.0.0.1"
     port: int = 8000
     # How peers of the same tenant reach this node; default http://<hostname>:<port>.

@@ -154,6 +154,20 @@ async def run_job(
     return report
 
 
+async def scheduled_run(hangar: Components, name: str) -> None:
+    """A timed run. While the database is away (restarting under `hangar up`, a
+    failover) the run is skipped with one line, not a traceback every few seconds:
+    the next run catches up, as every job is idempotent."""
+    from services.api.errors import connection_lost
+
+    try:
+        await run_job(hangar, name)
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise
+        log.warning("job %s skipped, the database is unavailable: %s", name, exc)
+
+
 def build_scheduler(hangar: Components) -> AsyncIOScheduler:
     # run_job logs what each job did; APScheduler's own "Running job" / "executed
     # successfully" lines for every run only repeat it.
@@ -161,7 +175,7 @@ def build_scheduler(hangar: Components) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for job in JOBS.values():
         scheduler.add_job(
-            run_job,
+            scheduled_run,
             job.trigger,
             args=[hangar, job.name],
             id=job.name,

@@ -65,16 +65,24 @@ _CONNECTION_ERRNOS = {
 }
 
 
-def _connection_lost(exc: Exception) -> bool:
+# Postgres shutting down, crashed, or starting / recovering (as after a restart by
+# `hangar up`): the server is there but not taking work yet, so retry like unreachable.
+_NOT_SERVING_SQLSTATES = {"57P01", "57P02", "57P03"}
+
+
+def connection_lost(exc: Exception) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(
+            exc.orig.__cause__, "sqlstate", None
+        )
+        return exc.connection_invalidated or sqlstate in _NOT_SERVING_SQLSTATES
     return isinstance(exc, OSError) and exc.errno in _CONNECTION_ERRNOS
 
 
 def database_error(_: Request, exc: Exception) -> Response:
-    if _connection_lost(exc):
+    if connection_lost(exc):
         log.warning("database unavailable: %s", exc)
         return Response(
             _body("unavailable", "the database is unreachable; retry shortly"),

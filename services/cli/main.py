@@ -53,12 +53,15 @@ def up(
         ".hangar"
     ),
     port: Annotated[int, typer.Option(help="API port")] = 8080,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="log every request and library INFO line")
+    ] = False,
 ) -> None:
     """Start everything on this machine: embedded Postgres and S3 (unless
     HANGAR_DATABASE_URL / HANGAR_S3_ENDPOINT point elsewhere), migrations, API, scheduler."""
     from services.cli.server import up as run_up
 
-    run_up(_settings(), data_dir, port)
+    run_up(_settings(), data_dir, port, verbose=verbose)
 
 
 @app.command()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import secrets
+import socket
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from core.settings import Settings
-from services.cli.client import out
+from services.cli.client import fail, out
 
 log = logging.getLogger("hangar")
 
@@ -29,7 +32,42 @@ def operator_token(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def start_embedded(settings: Settings, stack: ExitStack) -> Settings:
+def claim_data_dir(data_dir: Path, url: str, stack: ExitStack) -> None:
+    """One ``hangar up`` per data dir. The lock is an flock, which the kernel drops
+    when its holder dies however it dies, so a killed run never blocks the next one."""
+    import fcntl  # POSIX; hangar up's embedded stack runs on Linux and macOS
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "up.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        try:
+            running = json.loads((data_dir / "up.json").read_text())
+            where = f"at {running['url']} (pid {running['pid']})"
+        except (OSError, ValueError, KeyError):
+            where = "(starting)"
+        fail(
+            f"Hangar is already running {where} on the data dir {data_dir.resolve()}: "
+            "use that one, or stop it first (Ctrl-C in its terminal)"
+        )
+    stack.callback(lock.close)
+    (data_dir / "up.json").write_text(json.dumps({"pid": os.getpid(), "url": url}))
+    stack.callback((data_dir / "up.json").unlink, missing_ok=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Before starting anything: uvicorn would only find out after the whole stack is up."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            fail(f"port {port} on {host} is in use by another program: pick another with --port")
+
+
+def start_embedded(settings: Settings, stack: ExitStack, *, supervise: bool = False) -> Settings:
     """Start embedded Postgres / S3 for whatever the environment did not point elsewhere."""
     from services.embedded import EmbeddedPostgres, EmbeddedS3
 
@@ -37,13 +75,17 @@ def start_embedded(settings: Settings, stack: ExitStack) -> Settings:
     if not settings.database.url:
         pg = EmbeddedPostgres(settings.data_dir.resolve())
         out.print("starting embedded PostgreSQL …")
-        settings.database.url = pg.start()
         stack.callback(pg.stop)
+        settings.database.url = pg.start()
+        if supervise:
+            pg.supervise()
     if not settings.s3.endpoint:
         s3 = EmbeddedS3(settings.data_dir.resolve(), bucket=settings.s3.bucket)
         out.print("starting embedded S3 (SeaweedFS) …")
         stack.callback(s3.stop)
         settings.s3.endpoint = s3.start()
+        if supervise:
+            s3.supervise()  # a SeaweedFS that dies comes back on the same ports
         settings.s3.access_key, settings.s3.secret_key = s3.access_key, SecretStr(s3.secret_key)
     settings.operator_token = SecretStr(operator_token(settings))
     return settings
@@ -59,7 +101,7 @@ def migrate(settings: Settings) -> None:
     upgrade(settings.database.url)
 
 
-async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
+async def _serve(settings: Settings, *, api: bool, jobs: bool, verbose: bool = True) -> None:
     from services.api.app import create_app
     from services.components import Components
     from services.scheduler import build_scheduler
@@ -70,12 +112,16 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
     if scheduler:
         scheduler.start()
     try:
-        if api:
+        app = create_app(settings, hangar) if api else None
+        if not verbose:  # Litestar's logging setup, just done, let every library's INFO in
+            configure_logging(verbose)
+        if app is not None:
             config = uvicorn.Config(
-                create_app(settings, hangar),
+                app,
                 host=settings.host,
                 port=settings.port,
-                log_level="info",
+                # Quiet: hangar up prints its own banner; access lines with --verbose.
+                log_level="info" if verbose else "warning",
                 timeout_graceful_shutdown=10,
             )
             await uvicorn.Server(config).serve()
@@ -87,26 +133,41 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
         await hangar.close()
 
 
-def run(settings: Settings, *, api: bool = True, jobs: bool = True) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(verbose: bool = True) -> None:
+    """Verbose: every library's INFO lines (production's ``serve``). Quiet (``hangar up``
+    by default): Hangar's own lines at INFO, other libraries' warnings only."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    logging.getLogger("hangar").setLevel(logging.INFO)
+
+
+def run(settings: Settings, *, api: bool = True, jobs: bool = True, verbose: bool = True) -> None:
+    configure_logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
-        asyncio.run(_serve(settings, api=api, jobs=jobs))
+        asyncio.run(_serve(settings, api=api, jobs=jobs, verbose=verbose))
 
 
-def up(settings: Settings, data_dir: Path, port: int) -> None:
+def up(settings: Settings, data_dir: Path, port: int, *, verbose: bool = False) -> None:
     settings.data_dir, settings.port = data_dir, port
+    url = f"http://{settings.host}:{settings.port}"
     with ExitStack() as stack:
-        start_embedded(settings, stack)
+        claim_data_dir(data_dir, url, stack)
+        check_port_free(settings.host, settings.port)
+        configure_logging(verbose)
+        start_embedded(settings, stack, supervise=True)
         out.print("applying migrations …")
         migrate(settings)
-        url = f"http://{settings.host}:{settings.port}"
+        token = settings.operator_token.get_secret_value()
+        # MERGE(i9-cli): write_local_context(url, token) — hangar login's local context
+        # for this operator token, so a new terminal needs no exports.
         out.print(
-            f"\n[bold green]Hangar is starting at {url}[/]  (API docs: {url}/schema)\n"
-            f"operator token: [bold]{settings.operator_token.get_secret_value()}[/]\n"
-            f"  export HANGAR_URL={url} HANGAR_OPERATOR_TOKEN=<the token above>\n"
-            f"data: {settings.data_dir.resolve()}   stop with Ctrl-C\n"
+            f"\n[bold green]Hangar is starting at {url}[/]  (API docs: {url}/schema, "
+            f"console: {url}/console)\n"
+            f"operator token: [bold]{token}[/]\n"
+            f"  export HANGAR_URL={url} HANGAR_OPERATOR_TOKEN=$(cat {data_dir}/operator-token)\n"
+            f"data: {settings.data_dir.resolve()}   stop with Ctrl-C\n",
+            soft_wrap=True,  # never wrapped at 80 columns: the lines are for copying
         )
-        run(settings)
+        run(settings, verbose=verbose)
         out.print("stopping embedded services …")
