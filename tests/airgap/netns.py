@@ -25,7 +25,10 @@ from pathlib import Path
 
 import httpx
 
-STRACE = ("strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect")
+# connect() is how TCP (and connected UDP) leaves; sendto/sendmsg with an address is how a
+# datagram leaves without connect(). --seccomp-bpf stops the tracee only on these calls, so
+# inference runs at full speed under the trace.
+STRACE = ("strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,sendto,sendmsg,sendmmsg")
 
 # Labels for destinations that are never a leak.
 LOOPBACK = "loopback"
@@ -100,7 +103,7 @@ class Netns:
             self.up = False
 
     def traced(self, argv: Sequence[str], trace: Path) -> list[str]:
-        """``argv`` run inside the namespace with every connect() written to ``trace``."""
+        """``argv`` run inside the namespace, every connection attempt written to ``trace``."""
         return ["ip", "netns", "exec", self.name, *STRACE, "-o", str(trace), *argv]
 
 
@@ -122,12 +125,15 @@ class Attempt:
 
 
 def parse(trace: str) -> list[Attempt]:
-    """Every connect() in an strace log; a call split by another thread
-    (``<unfinished ...>`` / ``<... resumed>``) carries its address on the first half."""
+    """Every connect(), and every send to an explicit address, in an strace log. A call
+    split by another thread (``<unfinished ...>`` / ``<... resumed>``) carries its
+    address on the first half."""
     found = []
     for line in trace.splitlines():
-        if "connect(" not in line or "resumed>" in line:
+        if "resumed>" in line:
             continue
+        if "connect(" not in line and not ("send" in line and "sa_family=" in line):
+            continue  # a send on a connected socket: its connect() was counted
         if m := _INET.search(line):
             found.append(Attempt("AF_INET", m[2], int(m[1]), line))
         elif m := _INET6.search(line):
@@ -167,9 +173,9 @@ def foreign(counts: Counter[str]) -> dict[str, int]:
 
 
 def summary(title: str, counts: Counter[str]) -> str:
-    """One quotable line: ``title: 42 connect() attempts — control plane 30, peer 2, …``."""
+    """One quotable line: ``title: 42 connection attempts — control plane 30, peer 2, …``."""
     parts = ", ".join(f"{label} {n}" for label, n in counts.most_common())
-    return f"{title}: {sum(counts.values())} connect() attempts — {parts or 'none'}"
+    return f"{title}: {sum(counts.values())} connection attempts — {parts or 'none'}"
 
 
 # --- a traced process ----------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Issue 10 §4, "show me that nothing leaves", measured: a real node in its own
 network namespace, whose only link is a veth pair to the host where the control plane
-and a same-tenant peer listen, runs under ``strace -f -e trace=connect`` through
+and a same-tenant peer listen, runs under ``strace -f -e trace=connect,sendto,sendmsg`` through
 enroll → sync → chat, embeddings, tool calls → reports → a request that does not fit
-and is forwarded to the peer. Every connect() it attempted went to the control plane,
+and is forwarded to the peer. Every connection it attempted went to the control plane,
 the peer, loopback or a local socket; the upstream it was given (air-gapped mode on,
 the default) was never tried. The per-destination count is printed (``pytest -s``)."""
 
@@ -205,6 +205,9 @@ async def test_a_node_in_its_own_network_reaches_only_its_control_plane_and_peer
         "same-tenant peer": (netns.host_ip, peer.port),
     }
     attempts = node.attempts()
+    for trace in sorted(node.traces.glob("*.trace")):  # per command: enroll, run
+        part = harness.tally(harness.parse(trace.read_text()), allowed)
+        print("\n" + harness.summary(f"  hangar node {trace.stem}", part), end="")
     counts = harness.tally(attempts, allowed)
     line = harness.summary("node in its own network namespace", counts)
     print("\n" + line)
@@ -220,12 +223,15 @@ async def test_a_node_in_its_own_network_reaches_only_its_control_plane_and_peer
 
 async def test_the_trace_sees_a_connection_that_leaves(netns, tmp_path):
     """The instrument itself: a process in the namespace that tries the outside world
-    (an address with no route, and a DNS lookup) is caught, though neither succeeds."""
+    (a TCP connect and a UDP datagram to an address with no route, a DNS lookup) is
+    caught, though none of them succeeds."""
     probe = (
         "import socket\n"
         "s = socket.socket()\n"
         "s.settimeout(1)\n"
         "try: s.connect(('1.1.1.1', 443))\n"
+        "except OSError: pass\n"
+        "try: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('1.1.1.1', 123))\n"
         "except OSError: pass\n"
         "try: socket.getaddrinfo('example.com', 443)\n"
         "except OSError: pass\n"
@@ -235,5 +241,6 @@ async def test_the_trace_sees_a_connection_that_leaves(netns, tmp_path):
     counts = harness.tally(harness.parse(trace.read_text()), {})
     print("\n" + harness.summary("probe", counts))
     leaks = harness.foreign(counts)
-    assert "FOREIGN 1.1.1.1:443 (AF_INET)" in leaks, counts
+    assert "FOREIGN 1.1.1.1:443 (AF_INET)" in leaks, counts  # connect()
+    assert "FOREIGN 1.1.1.1:123 (AF_INET)" in leaks, counts  # a datagram with no connect()
     assert any(label.startswith("FOREIGN DNS lookup") for label in leaks), counts
