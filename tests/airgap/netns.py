@@ -283,6 +283,7 @@ class TracedNode:
 async def prove_offline_bundle_node(
     netns: Netns,
     *,
+    identity_file: Path,
     bundle: Path,
     data_dir: Path,
     port: int,
@@ -291,37 +292,41 @@ async def prove_offline_bundle_node(
     drive: Callable[[str], Awaitable[None]],
 ) -> Counter[str]:
     """Issue 10 §4, second run: a node fed by an offline bundle, with no control plane
-    configured. ``hangar node import-bundle BUNDLE --data-dir D`` and ``hangar node run
-    --data-dir D`` both run inside ``netns`` under strace; ``drive(base_url)`` sends the
-    requests (chat, embeddings, tool calls) in between. Returns the tally and fails if
+    configured. ``hangar node init-offline IDENTITY``, ``hangar node import-bundle
+    BUNDLE`` and ``hangar node run`` (all ``--data-dir DATA_DIR``) run inside ``netns``
+    under strace; ``drive(base_url)`` sends the requests (chat, embeddings, tool calls)
+    while the node runs. Returns the tally, printed as one quotable line, and fails if
     any attempt went beyond loopback and local sockets.
 
-    Not called by any test yet: it needs the bundle commands (issue 10 part 2). Once
-    they exist, a test creates the bundle on the control plane (``hangar bundle create``),
-    then calls this with a fresh ``netns`` and an empty ``data_dir``."""
-    imported = await run_traced(
+    Not called by any test yet: it needs the bundle commands (issue 10 part 2, built on
+    another branch). Once they are merged, a test issues the identity
+    (``hangar nodes create-offline``) and the bundle (``hangar bundle create``) on the
+    control plane, then calls this with a fresh ``netns`` and an empty ``data_dir``."""
+    hangar_node = [sys.executable, "-m", "services.cli.main", "node"]
+    where = ["--data-dir", str(data_dir)]
+    await run_traced(
         netns,
-        [sys.executable, "-m", "services.cli.main", "node", "import-bundle", str(bundle),
-         "--data-dir", str(data_dir)],
+        [*hangar_node, "init-offline", str(identity_file), *where],
+        trace_dir / "init-offline.trace",
+        env=env,
+    )
+    await run_traced(
+        netns,
+        [*hangar_node, "import-bundle", str(bundle), *where],
         trace_dir / "import-bundle.trace",
         env=env,
-    )  # fmt: skip
+    )
     node = TracedNode(netns, data_dir, port=port, trace=trace_dir / "run.trace", env=env)
     try:
         await node.start()
         await drive(f"{node.url}/v1")
     finally:
         await node.stop()
-    counts = tally(
-        [
-            a
-            for name in ("import-bundle", "run")
-            for a in parse((trace_dir / f"{name}.trace").read_text())
-        ],
-        allowed={},
-    )
-    print(summary("offline node (bundle, no control plane)", counts))
-    assert not foreign(counts) and set(counts) <= {LOOPBACK, LOCAL_SOCKET}, (
-        f"an offline node tried to connect beyond loopback: {dict(counts)}\n{imported}"
+    traces = sorted(trace_dir.glob("*.trace"))
+    counts = tally([a for t in traces for a in parse(t.read_text())], allowed={})
+    line = summary("offline node (bundle, no control plane)", counts)
+    print("\n" + line)
+    assert set(counts) <= {LOOPBACK, LOCAL_SOCKET}, (
+        f"a node with no control plane tried to connect beyond loopback: {line}"
     )
     return counts
