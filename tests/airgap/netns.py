@@ -113,6 +113,10 @@ _INET = re.compile(r'sa_family=AF_INET, sin_port=htons\((\d+)\), sin_addr=inet_a
 _INET6 = re.compile(
     r'sa_family=AF_INET6, sin6_port=htons\((\d+)\).*?inet_pton\(AF_INET6, "([^"]+)"'
 )
+# "PID  syscall(" — anchored, so a buffer that happens to contain "connect(" is not a call.
+_CALL = re.compile(r"^(?:\d+\s+)?(connect|sendto|sendmsg|sendmmsg)\(")
+# The data of a send, as strace quotes it (escaped quotes inside, "..." when cut short).
+_BUFFER = re.compile(r'(sendto\(\d+, |iov_base=)"(?:[^"\\]|\\.)*"(?:\.\.\.)?')
 _OTHER = re.compile(r"sa_family=(AF_UNIX|AF_NETLINK|AF_UNSPEC)")
 
 
@@ -130,9 +134,11 @@ def parse(trace: str) -> list[Attempt]:
     address on the first half."""
     found = []
     for line in trace.splitlines():
-        if "resumed>" in line:
+        line = _BUFFER.sub(r'\1""', line)  # bytes sent are data, never an address
+        call = _CALL.match(line)  # "<... connect resumed>" halves do not match
+        if call is None:
             continue
-        if "connect(" not in line and not ("send" in line and "sa_family=" in line):
+        if call[1] != "connect" and "sa_family=" not in line:
             continue  # a send on a connected socket: its connect() was counted
         if m := _INET.search(line):
             found.append(Attempt("AF_INET", m[2], int(m[1]), line))
