@@ -1,11 +1,12 @@
 """The harness for "show me that nothing leaves": a Linux network namespace joined to
 the host by one veth pair (its only route), commands run inside it under
-``strace -f -e trace=connect``, and the trace read back as a count of connection
-attempts per destination.
+``strace -f -e trace=connect,sendto,sendmsg,sendmmsg``, and the trace read back as a
+count of connection attempts per destination.
 
-strace sees every connect() a process and its children make, whether or not it
-succeeds, so a node that *tried* to reach an upstream, a DNS server or a telemetry
-endpoint shows up even though the namespace has no route there."""
+strace sees every connect() (and every datagram sent to an explicit address) a process
+and its children make, whether or not it succeeds, so a node that *tried* to reach an
+upstream, a DNS server or a telemetry endpoint shows up even though the namespace has
+no route there."""
 
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ def _children(pid: int) -> list[int]:
 
 
 async def run_traced(
-    netns: Netns, argv: Sequence[str], trace: Path, *, env: Mapping[str, str], timeout: float = 120
+    netns: Netns, argv: Sequence[str], trace: Path, *, env: Mapping[str, str], timeout: float = 300
 ) -> str:
     """Run a short command (enroll, import-bundle, …) inside the namespace under strace;
     return its output, failing with it when the command fails."""
@@ -259,7 +260,7 @@ class TracedNode:
             "--port", str(self.port), "--host", self.netns.ns_ip,
         ]  # fmt: skip
 
-    async def start(self, *, timeout: float = 90) -> None:
+    async def start(self, *, timeout: float = 180) -> None:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.netns.traced(self.argv(), self.trace), env=self.env, stdout=log, stderr=log
