@@ -94,9 +94,7 @@ async def check_upload_start(
     await check(session, tenant_id=tenant_id, digest=digest, signature=signature)
 
 
-async def attach(
-    session: AsyncSession, *, version: ModelVersion, signature: Signature
-) -> None:
+async def attach(session: AsyncSession, *, version: ModelVersion, signature: Signature) -> None:
     """Store a checked signature on ``version`` (once per key)."""
     await session.execute(
         insert(ModelSignature)
@@ -160,7 +158,8 @@ async def annotate(
             SignatureOut(
                 key_id=r.key_id,
                 key_name=keys[r.key_id].name if r.key_id in keys else None,
-                trusted=r.key_id in keys and verify(keys[r.key_id].public_key, _wire(r), out.digest),
+                trusted=r.key_id in keys
+                and verify(keys[r.key_id].public_key, _wire(r), out.digest),
                 created_at=r.created_at,
             )
             for r in rows.get(vid, [])
@@ -168,9 +167,7 @@ async def annotate(
     return versions
 
 
-async def model_with_signatures(
-    session: AsyncSession, *, model: Model, out: ModelOut
-) -> ModelOut:
+async def model_with_signatures(session: AsyncSession, *, model: Model, out: ModelOut) -> ModelOut:
     by_number = {v.number: v.id for v in model.versions}
     await annotate(
         session,

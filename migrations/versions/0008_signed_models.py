@@ -73,7 +73,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_signatures")),
-        sa.UniqueConstraint("version_id", "key_id", name=op.f("uq_model_signatures_version_id_key_id")),
+        sa.UniqueConstraint(
+            "version_id", "key_id", name=op.f("uq_model_signatures_version_id_key_id")
+        ),
     )
     op.create_index("ix_model_signatures_tenant_id", "model_signatures", ["tenant_id"])
     op.create_index("ix_model_signatures_version_id", "model_signatures", ["version_id"])

@@ -133,7 +133,9 @@ class Publisher:
             if upload.signature is not None:
                 # Checked again: the key may have been removed while the bytes moved.
                 sig = Signature.model_validate(upload.signature)
-                await signing.check(session, tenant_id=upload.tenant_id, digest=digest, signature=sig)
+                await signing.check(
+                    session, tenant_id=upload.tenant_id, digest=digest, signature=sig
+                )
                 await signing.attach(session, version=version, signature=sig)
             model = await service.get_model(
                 session, tenant_id=upload.tenant_id, name=upload.model_name

@@ -64,7 +64,8 @@ def trust_ls(json: JSON = False) -> None:
         return print_json(found)
     out.print(f"signatures required: {'on' if found['require_signatures'] else 'off'}")
     show_table(
-        ["name", "key id", "added"], [[k["name"], k["key_id"], k["created_at"]] for k in found["keys"]]
+        ["name", "key id", "added"],
+        [[k["name"], k["key_id"], k["created_at"]] for k in found["keys"]],
     )
 
 
