@@ -104,12 +104,13 @@ class Syncer:
     def mark(self, digest: str, state: SyncState, reason: str | None = None) -> None:
         for e in self.entries.values():
             if e.desired.digest == digest and e.status.state != SyncState.does_not_fit:
-                e.status.state, e.status.reason = state, reason
                 if state == SyncState.ready:
                     e.status.bytes_done = e.status.bytes_total
                     # A verified file is ready only if its signature holds too.
                     if (why := refusal(e.desired, self.policy)) is not None:
                         self._untrusted(e, why)
+                        continue
+                e.status.state, e.status.reason = state, reason
         if state == SyncState.ready and not any(
             e.desired.digest == digest and e.status.state == SyncState.ready
             for e in self.entries.values()

@@ -301,6 +301,10 @@ async def test_cli_refuses_bad_signing_keys_before_hashing(tenants, base_url, tm
     code, out = await hangar_cli("push", str(path), "m", "--sign-key", str(rsa_pem), env=env)
     assert code == 1 and "wrong key type" in out, out
     code, out = await hangar_cli("push", str(path), "m", "--sign-key", str(path), env=env)
+    assert code == 1 and "that is not a key file" in out, out
+    not_pem = tmp_path / "note.txt"
+    not_pem.write_text("hello")
+    code, out = await hangar_cli("push", str(path), "m", "--sign-key", str(not_pem), env=env)
     assert code == 1 and "not a PEM or OpenSSH private key" in out, out
     code, out = await hangar_cli(
         "push", str(path), "m", "--sign-key", str(tmp_path / "none.pem"), env=env
