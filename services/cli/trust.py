@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.cli.client import JSON, call, fail, out, print_json, show_table
-from wire.signing import Signature, SigningError, load_private_key, sign
+from wire.signing import MAX_KEY_BYTES, Signature, SigningError, load_private_key, sign
 
 trust = typer.Typer(
     help="Signing keys this tenant trusts, and whether models must be signed.",
@@ -47,7 +47,13 @@ def trust_add(
 ) -> None:
     """Trust a publisher's Ed25519 public key under NAME."""
     try:
-        text = public_key.read_bytes()[: 64 * 1024].decode("utf-8", errors="replace")
+        size = public_key.stat().st_size
+        if size > MAX_KEY_BYTES:
+            fail(
+                f"{public_key} is {size} bytes; an Ed25519 public key file is under "
+                f"{MAX_KEY_BYTES} bytes (give KEY.pub)"
+            )
+        text = public_key.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
         fail(f"cannot read {public_key}: {exc.strerror or exc}")
     key = call("POST", "/v1/trust/keys", json={"name": name, "public_key": text})

@@ -65,8 +65,12 @@ async def test_signed_push_is_stored_and_shown_then_revoked_key_shows_untrusted(
     key, private, public = write_keypair(tmp_path, "release")
     code, out = await hangar_cli("trust", "add", "release", public, env=env)
     assert code == 0 and "trusted release  ed25519:" in out, out
+    code, out = await hangar_cli("trust", "add", "model", str(tmp_path / "m.gguf"), env=env)
+    assert code == 1 and "cannot read" in out, out  # not written yet
 
     path = write_gguf(tmp_path / "m.gguf", megabytes=2, seed=70)
+    code, out = await hangar_cli("trust", "add", "model", str(path), env=env)
+    assert code == 1 and "an Ed25519 public key file is under" in out, out
     code, out = await hangar_cli("push", str(path), "demo:prod", "--sign-key", private, env=env)
     assert code == 0, out
 
