@@ -15,6 +15,7 @@ from fleet.nodes import get_node
 from fleet.revisions import bump_deployment_targets, targets
 from fleet.schemas import DeploymentOut, check_labels
 from registry import service as registry
+from registry import signing
 from registry.models import Model
 from wire.contract import DesiredModel, DesiredState
 from wire.refs import parse_tag_ref
@@ -183,7 +184,8 @@ async def desired_state(session: AsyncSession, *, node: Node) -> DesiredState:
         add(model, d.ref, version)
         if staged is not None:
             add(model, staged.digest, staged)
-    return DesiredState(revision=revision or 0, models=out)
+    state = DesiredState(revision=revision or 0, models=out)
+    return await signing.add_to_desired(session, tenant_id=node.tenant_id, state=state)
 
 
 async def may_download(

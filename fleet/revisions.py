@@ -49,3 +49,13 @@ async def bump_deployment_targets(session: AsyncSession, *, deployment_id: uuid.
 async def model_changed(session: AsyncSession, *, model_id: uuid.UUID) -> None:
     """A tag of this model moved or a version went away: re-target its followers."""
     await _bump_targets_of(session, Deployment.model_id == model_id)
+
+
+async def tenant_changed(session: AsyncSession, *, tenant_id: uuid.UUID) -> None:
+    """The tenant's trusted keys or signature rule changed: every node of it re-checks."""
+    await session.execute(
+        update(Node)
+        .where(Node.tenant_id == tenant_id)
+        .values(desired_revision=Node.desired_revision + 1)
+        .execution_options(synchronize_session=False)
+    )

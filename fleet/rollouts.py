@@ -255,7 +255,11 @@ def _evaluate(
     """Move one node's row on from what its last heartbeat says; True if it changed."""
     status = _status(node, digest)
     counters = Counters.model_validate((node.report or {}).get("counters") or {})
-    if status is not None and status.state in (SyncState.failed, SyncState.does_not_fit):
+    if status is not None and status.state in (
+        SyncState.failed,
+        SyncState.does_not_fit,
+        SyncState.untrusted,
+    ):
         row.state, row.reason = NodeState.unhealthy.value, status.reason or status.state.value
         return True
     if row.state == NodeState.moving:

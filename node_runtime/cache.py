@@ -49,8 +49,10 @@ class BlobCache:
     def __init__(self, data_dir: Path):
         self.root = data_dir / "blobs"
         self.root.mkdir(parents=True, exist_ok=True)
-        # (size, mtime_ns) of each file at its last full verification: re-hash only if it changed.
-        self._verified: dict[str, tuple[int, int]] = {}
+        # (size, mtime_ns, ctime_ns, inode) of each file at its last full verification:
+        # re-hash only if it changed (ctime cannot be set back by a process rewriting
+        # the file, as mtime can with utime).
+        self._verified: dict[str, tuple[int, int, int, int]] = {}
 
     def path(self, digest: str) -> Path:
         return self.root / f"sha256-{_hex(digest)}"
@@ -73,7 +75,7 @@ class BlobCache:
             st = path.stat()
         except FileNotFoundError:
             return False
-        stamp = (st.st_size, st.st_mtime_ns)
+        stamp = _stamp(st)
         if not force and self._verified.get(digest) == stamp:
             return True
         if "sha256:" + hash_file(path).hexdigest() == digest:
@@ -175,6 +177,9 @@ class BlobCache:
                 f"downloaded bytes hash to {actual}, expected {digest}; fetching again"
             )
         os.replace(partial, final)
-        st = final.stat()
-        self._verified[digest] = (st.st_size, st.st_mtime_ns)
+        self._verified[digest] = _stamp(final.stat())
         return final
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)

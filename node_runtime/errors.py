@@ -49,6 +49,13 @@ class DoesNotFit(NodeError):
     status, type, code = 503, "server_error", "model_does_not_fit"
 
 
+class ModelUntrusted(NodeError):
+    """Its signature is missing where required, invalid, or by a key no longer trusted:
+    retrying will not help until a trusted key signs it."""
+
+    status, type, code = 403, "permission_error", "model_untrusted"
+
+
 class ControlPlaneUnreachable(Exception):
     """Connection refused, timeout or a 5xx: keep serving, queue reports, retry."""
 

@@ -9,11 +9,12 @@ import time
 
 from node_runtime.cache import BlobCache
 from node_runtime.engine import Engine
-from node_runtime.errors import DoesNotFit, ModelNotFound, Unavailable
+from node_runtime.errors import DoesNotFit, ModelNotFound, ModelUntrusted, Unavailable
 from node_runtime.metrics import Metrics
 from node_runtime.runner import ModelRunner
 from node_runtime.settings import NodeSettings
 from node_runtime.sync import Entry, Syncer
+from node_runtime.trust import refusal
 from wire.contract import SyncState
 
 log = logging.getLogger("hangar.node.serving")
@@ -59,6 +60,8 @@ class Serving:
         status = entry.status
         if status.state == SyncState.does_not_fit:
             raise DoesNotFit(f"model {entry.id} does not fit this node: {status.reason}")
+        if status.state == SyncState.untrusted:
+            raise ModelUntrusted(f"model {entry.id} is refused by this node: {status.reason}")
         if status.state != SyncState.ready:
             done = (
                 f" ({100 * status.bytes_done // max(status.bytes_total, 1)}%)"
@@ -88,7 +91,11 @@ class Serving:
                 f"{len(self.runners)} models are loaded and busy (limit {self.settings.max_loaded_models}); retry shortly",
                 retry_after=5,
             )
-        # Verify before loading: a file damaged on disk is dropped and fetched again.
+        # Before every load: the signature against the keys trusted now …
+        if (why := refusal(entry.desired, self.syncer.policy)) is not None:
+            self.syncer.refuse(entry, why)
+            raise ModelUntrusted(f"model {entry.id} is refused by this node: {why}")
+        # … and the digest: a file damaged on disk is dropped and fetched again.
         if not await asyncio.to_thread(self.cache.verify, digest):
             self.syncer.mark(
                 digest, SyncState.pending, "cached file was corrupt; fetching it again"

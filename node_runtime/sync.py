@@ -16,6 +16,7 @@ from node_runtime.control import ControlPlane
 from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
 from node_runtime.identity import Identity
 from node_runtime.settings import NodeSettings
+from node_runtime.trust import TrustPolicy, refusal
 from wire.contract import (
     PEER_BLOBS,
     PEER_TICKET_HEADER,
@@ -94,6 +95,8 @@ class Syncer:
         # Bytes fetched from peers (reported in heartbeat counters, never billed).
         self.peer_bytes = 0
         self.downloads: dict[str, tuple[asyncio.Task, threading.Event]] = {}
+        # The tenant's trusted keys and signature rule, from the last desired state.
+        self.policy = TrustPolicy()
 
     def statuses(self) -> list[ModelStatus]:
         return [e.status.model_copy() for e in self.entries.values()]
@@ -101,10 +104,30 @@ class Syncer:
     def mark(self, digest: str, state: SyncState, reason: str | None = None) -> None:
         for e in self.entries.values():
             if e.desired.digest == digest and e.status.state != SyncState.does_not_fit:
-                e.status.state, e.status.reason = state, reason
                 if state == SyncState.ready:
                     e.status.bytes_done = e.status.bytes_total
+                    # A verified file is ready only if its signature holds too.
+                    if (why := refusal(e.desired, self.policy)) is not None:
+                        self._untrusted(e, why)
+                        continue
+                e.status.state, e.status.reason = state, reason
+        if state == SyncState.ready and not any(
+            e.desired.digest == digest and e.status.state == SyncState.ready
+            for e in self.entries.values()
+        ):
+            self.on_removed({digest})  # unload it if it was loaded (a key was revoked)
         self.on_change()
+
+    def refuse(self, entry: Entry, reason: str) -> None:
+        """Serving found ``entry`` untrusted right before loading it."""
+        self._untrusted(entry, reason)
+        self.on_change()
+
+    @staticmethod
+    def _untrusted(entry: Entry, reason: str) -> None:
+        if entry.status.state != SyncState.untrusted or entry.status.reason != reason:
+            log.warning("model %s refused (untrusted): %s", entry.id, reason)
+        entry.status.state, entry.status.reason = SyncState.untrusted, reason
 
     async def verify_all(self) -> None:
         """At start: a file damaged while we were down is deleted here and fetched again."""
@@ -113,6 +136,9 @@ class Syncer:
                 log.warning("cached %s failed verification; it will be fetched again", digest)
 
     async def apply(self, desired: DesiredState) -> None:
+        # Every model is checked again below (ensure -> mark), so a revoked key
+        # unloads what only it signed at this sync.
+        self.policy = TrustPolicy.of(desired)
         entries = {}
         for model in desired.models:
             entry = self.entries.get(f"{model.name}@{model.digest}") or Entry(model)

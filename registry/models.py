@@ -99,6 +99,8 @@ class UploadSession(CreatedAt, Base):
     committed: Mapped[int] = mapped_column(BigInteger, default=0)
     parts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     gguf: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The publisher's signature of declared_digest (wire.signing), checked at start.
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )

@@ -6,6 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from wire.signing import Signature
+
+
+class SignatureOut(BaseModel):
+    key_id: str
+    key_name: str | None = Field(description="the trusted key's name; null once it is removed")
+    trusted: bool = Field(description="made by a key the tenant trusts now, and it verifies")
+    created_at: datetime
+
 
 class VersionOut(BaseModel):
     number: int
@@ -14,6 +23,7 @@ class VersionOut(BaseModel):
     tags: list[str]
     gguf: dict[str, Any]
     created_at: datetime
+    signatures: list[SignatureOut] = Field(default_factory=list)
 
 
 class ModelSummary(BaseModel):
@@ -39,6 +49,10 @@ class UploadCreate(BaseModel):
     digest: str | None = Field(
         default=None, description="expected 'sha256:<hex>'; checked at the end"
     )
+    signature: Signature | None = Field(
+        default=None,
+        description="the publisher's signature of `digest` (checked before any byte moves)",
+    )
 
 
 class UploadOut(BaseModel):
@@ -63,3 +77,7 @@ class PushResult(BaseModel):
 
 class TagMove(BaseModel):
     version: int
+
+
+class SignIn(BaseModel):
+    signature: Signature

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from wire.signing import Signature
+
 NODE_CREDENTIAL_PREFIX = "hgn_"
 ENROLLMENT_TOKEN_PREFIX = "hgt_"
 
@@ -87,6 +89,9 @@ class SyncState(StrEnum):
     ready = "ready"
     failed = "failed"
     does_not_fit = "does_not_fit"
+    # Refused by node_runtime.trust: signature missing where required, invalid, or made
+    # by a key the tenant no longer trusts. Never loaded; the reason says which.
+    untrusted = "untrusted"
 
 
 class ModelStatus(BaseModel):
@@ -187,11 +192,25 @@ class DesiredModel(BaseModel):
     download_path: str = Field(description="GET this (with the node credential) for the bytes")
     estimated_memory_bytes: int
     gguf: dict[str, Any] = Field(default_factory=dict)
+    # Publishers' signatures of ``digest`` (wire.signing); empty for an unsigned version.
+    signatures: list[Signature] = Field(default_factory=list)
+
+
+class TrustedKey(BaseModel):
+    """A signing key the tenant trusts: models signed by it may be loaded."""
+
+    name: str
+    key_id: str
+    public_key: str = Field(description="the raw 32-byte Ed25519 public key, base64")
 
 
 class DesiredState(BaseModel):
     revision: int
     models: list[DesiredModel]
+    # The tenant's trust policy, sent with every desired state so a node (or an offline
+    # bundle that embeds it) checks signatures with no further call.
+    trusted_keys: list[TrustedKey] = Field(default_factory=list)
+    require_signatures: bool = False
 
 
 class Peer(BaseModel):

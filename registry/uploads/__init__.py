@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.errors import NotFound
 from core.objectstore import ObjectStore
 from core.settings import RegistrySettings
+from registry import signing
 from registry.events import ModelChanged, nobody_listens
 from registry.models import UploadSession
 from registry.quota import NoQuota, Quota
@@ -37,6 +38,7 @@ from registry.uploads.parts import PartWriter
 from registry.uploads.publish import Publisher
 from registry.uploads.sessions import UploadSessions
 from wire.refs import check_digest, check_name
+from wire.signing import Signature
 
 __all__ = ["Uploads"]
 
@@ -74,15 +76,26 @@ class Uploads:
         tag: str,
         size: int | None,
         digest: str | None,
+        signature: Signature | None = None,
     ) -> UploadSession:
         check_name(model)
         check_name(tag, what="tag")
         if digest is not None:
             check_digest(digest)
+        # provenance: a required or invalid signature is refused before any bytes move.
+        async with self.upload_sessions.sessions() as session:
+            await signing.check_upload_start(
+                session, tenant_id=tenant_id, digest=digest, signature=signature
+            )
         # billing: refuse an upload past the plan's storage limit before any bytes move.
         await self.quota.check_upload_start(tenant_id=tenant_id, size=size)
         return await self.upload_sessions.open(
-            tenant_id=tenant_id, model=model, tag=tag, size=size, digest=digest
+            tenant_id=tenant_id,
+            model=model,
+            tag=tag,
+            size=size,
+            digest=digest,
+            signature=signature,
         )
 
     async def get(self, *, tenant_id: uuid.UUID, upload_id: uuid.UUID) -> UploadSession:

@@ -18,7 +18,7 @@ from core.db import transaction, utcnow
 from core.errors import BadRequest, Conflict
 from core.objectstore import ObjectStore
 from core.settings import RegistrySettings
-from registry import service
+from registry import service, signing
 from registry.events import ModelChanged
 from registry.gguf import GGUFInfo
 from registry.models import Blob, UploadSession
@@ -27,6 +27,7 @@ from registry.schemas import PushResult
 from registry.uploads.header import HeaderCheck, info_dict
 from registry.uploads.sessions import UploadSessions
 from wire.refs import check_digest
+from wire.signing import Signature
 
 
 class Publisher:
@@ -129,14 +130,26 @@ class Publisher:
                 gguf=gguf,
                 on_change=self.on_change,
             )
+            if upload.signature is not None:
+                # Checked again: the key may have been removed while the bytes moved.
+                sig = Signature.model_validate(upload.signature)
+                await signing.check(
+                    session, tenant_id=upload.tenant_id, digest=digest, signature=sig
+                )
+                await signing.attach(session, version=version, signature=sig)
             model = await service.get_model(
                 session, tenant_id=upload.tenant_id, name=upload.model_name
             )
             tags = [t.name for t in model.tags if t.version_id == version.id]
+            shown = await signing.annotate(
+                session,
+                tenant_id=upload.tenant_id,
+                versions={version.id: service.version_out(version, tags)},
+            )
             out = PushResult(
                 model=upload.model_name,
                 tag=upload.tag,
-                version=service.version_out(version, tags),
+                version=shown[version.id],
                 deduplicated=deduplicated,
             )
         if deduplicated:  # these bytes were already stored: keep one copy

@@ -20,6 +20,7 @@ from core.db import transaction, utcnow
 from core.errors import NotFound
 from core.objectstore import ObjectStore
 from registry.models import UploadSession
+from wire.signing import Signature
 
 
 @dataclass
@@ -58,13 +59,14 @@ class UploadSessions:
         tag: str,
         size: int | None,
         digest: str | None,
+        signature: Signature | None = None,
     ) -> UploadSession:
         upload_id = uuid.uuid4()
         key = f"tenants/{tenant_id}/blobs/{upload_id}"
         s3_upload_id = await self.store.create_multipart(key)
         try:
             upload = await self._insert(
-                upload_id, tenant_id, model, tag, size, digest, key, s3_upload_id
+                upload_id, tenant_id, model, tag, size, digest, key, s3_upload_id, signature
             )
         except BaseException:
             await self.store.abort_multipart(
@@ -84,6 +86,7 @@ class UploadSessions:
         digest: str | None,
         key: str,
         s3_upload_id: str,
+        signature: Signature | None,
     ) -> UploadSession:
         async with transaction(self.sessions) as session:
             upload = UploadSession(
@@ -93,6 +96,7 @@ class UploadSessions:
                 tag=tag,
                 declared_size=size,
                 declared_digest=digest,
+                signature=signature.model_dump() if signature else None,
                 s3_key=key,
                 s3_upload_id=s3_upload_id,
                 committed=0,

@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components as OAComponents
 from litestar.openapi.spec import SecurityScheme
 
 from core.settings import Settings
-from services.api import billing, fleet, health, invoices, jobs, registry, tenants, usage
+from services.api import billing, fleet, health, invoices, jobs, registry, tenants, trust, usage
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
@@ -41,6 +41,8 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             tenants.KeyController,
             registry.ModelController,
             registry.UploadController,
+            trust.TrustController,
+            trust.SignatureController,
             fleet.EnrollmentTokenController,
             fleet.NodeController,
             fleet.DeploymentController,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import BadRequest
 from fleet import deployments as fleet_deployments
 from fleet.revisions import model_changed
-from registry import service
+from registry import service, signing
 from registry.downloads import Download
 from registry.schemas import (
     ModelOut,
@@ -121,9 +121,8 @@ class ModelController(Controller):
     @get("/{name:str}")
     async def show(self, db: AsyncSession, principal: Principal, name: str) -> ModelOut:
         principal.require(Scope.read)
-        return service.model_out(
-            await service.get_model(db, tenant_id=principal.tenant_id, name=name)
-        )
+        model = await service.get_model(db, tenant_id=principal.tenant_id, name=name)
+        return await signing.model_with_signatures(db, model=model, out=service.model_out(model))
 
     @get("/{name:str}/versions/{ref:str}")
     async def version(
@@ -134,7 +133,8 @@ class ModelController(Controller):
             db, tenant_id=principal.tenant_id, name=name, ref=ref
         )
         tags = [t.name for t in model.tags if t.version_id == version.id]
-        return service.version_out(version, tags)
+        out = {version.id: service.version_out(version, tags)}
+        return (await signing.annotate(db, tenant_id=principal.tenant_id, versions=out))[version.id]
 
     @delete("/{name:str}/versions/{ref:str}")
     async def delete_version(
@@ -219,6 +219,7 @@ class UploadController(Controller):
             tag=data.tag,
             size=data.size,
             digest=data.digest,
+            signature=data.signature,
         )
         return upload_out(upload)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from node_runtime.cli import app as node_app
-from services.cli import billing, fleet, transfer
+from services.cli import billing, fleet, transfer, trust
 from services.cli.client import JSON, OPERATOR, call, out, print_json, show_table
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(jobs, name="jobs")
 app.add_typer(node_app, name="node")
 fleet.register(app)
 billing.register(app, tenants)
+trust.register(app, models)
 
 
 def _settings():
@@ -172,9 +173,13 @@ def keys_revoke(key_id: uuid.UUID) -> None:
 
 
 @app.command()
-def push(path: Path, ref: Annotated[str, typer.Argument(help="NAME or NAME:TAG")]) -> None:
+def push(
+    path: Path,
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:TAG")],
+    sign_key: Annotated[Path | None, typer.Option("--sign-key", help=trust.SIGN_KEY_HELP)] = None,
+) -> None:
     """Upload a GGUF file (resumes an interrupted upload of the same file)."""
-    result = transfer.push(path, ref)
+    result = transfer.push(path, ref, sign_key=sign_key)
     v = result["version"]
     note = " (already stored: deduplicated)" if result["deduplicated"] else ""
     out.print(f"{result['model']}:{result['tag']} -> version {v['number']}  {v['digest']}{note}")
@@ -222,7 +227,7 @@ def models_show(name: str, json: JSON = False) -> None:
         f"[bold]{model['name']}[/]  tags: {', '.join(f'{t}→{n}' for t, n in model['tags'].items())}"
     )
     show_table(
-        ["version", "tags", "digest", "size", "arch", "params", "quant", "ctx", "memory"],
+        ["version", "tags", "digest", "size", "arch", "params", "quant", "ctx", "memory", "signed"],
         [
             [
                 v["number"],
@@ -234,6 +239,7 @@ def models_show(name: str, json: JSON = False) -> None:
                 v["gguf"].get("file_type"),
                 v["gguf"].get("context_length"),
                 _size(v["gguf"].get("estimated_memory_bytes", 0)),
+                trust.signed_by(v),
             ]
             for v in model["versions"]
         ],

@@ -17,6 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from services.cli import trust
 from services.cli.client import check, client, fail, out
 from wire.refs import InvalidRef, parse_ref
 
@@ -70,14 +71,19 @@ def _read_from(path: Path, offset: int, progress: Progress, task) -> Iterator[by
             progress.advance(task, len(block))
 
 
-def push(path: Path, ref: str) -> dict:
+def push(path: Path, ref: str, *, sign_key: Path | None = None) -> dict:
     if not path.is_file():
         fail(f"{path} is not a file")
     name, tag = split_ref(ref)
     size = path.stat().st_size
+    # Loaded first: a bad key ends the command before the file is hashed.
+    key = trust.signer(sign_key) if sign_key is not None else None
     with client(timeout=600) as http, progress_bar() as progress:
         digest = sha256_file(path, progress)
-        state = _state_file(digest, name, tag)
+        # Signed here: only the signature of the digest goes to the server.
+        signature = trust.signature_for(key, digest).model_dump() if key else None
+        # A signed push never resumes an unsigned session (or one signed by another key).
+        state = _state_file(digest, name, tag + (f"|{signature['key_id']}" if signature else ""))
         upload = None
         if state.exists():
             resp = http.get(f"/v1/uploads/{json.loads(state.read_text())['id']}")
@@ -89,7 +95,14 @@ def push(path: Path, ref: str) -> dict:
         if upload is None:
             upload = check(
                 http.post(
-                    "/v1/uploads/", json={"model": name, "tag": tag, "size": size, "digest": digest}
+                    "/v1/uploads/",
+                    json={
+                        "model": name,
+                        "tag": tag,
+                        "size": size,
+                        "digest": digest,
+                        "signature": signature,
+                    },
                 )
             )
             state.write_text(json.dumps({"id": upload["id"]}))
