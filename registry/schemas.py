@@ -61,5 +61,15 @@ class PushResult(BaseModel):
     deduplicated: bool = Field(description="true when these bytes were already stored")
 
 
+class HeldBlob(BaseModel):
+    digest: str
+    size: int
+
+
+class HeldVersionCreate(BaseModel):
+    model: str = Field(description="model name; created on first push")
+    tag: str = "latest"
+
+
 class TagMove(BaseModel):
     version: int

@@ -14,6 +14,7 @@ from litestar.openapi.spec import SecurityScheme
 
 from core.settings import Settings
 from services.api import billing, fleet, health, invoices, jobs, registry, tenants, usage
+from services.api.blobs import BlobController
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
@@ -41,6 +42,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             tenants.KeyController,
             registry.ModelController,
             registry.UploadController,
+            BlobController,
             fleet.EnrollmentTokenController,
             fleet.NodeController,
             fleet.DeploymentController,

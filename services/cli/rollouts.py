@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.cli.client import JSON, call, fail, out, print_json, show_table
+from services.cli.client import JSON, call, fail, print_json, say, show_table
 from services.cli.fleet import labels, seconds
 
 rollout = typer.Typer(
@@ -33,7 +33,7 @@ def _find(target: str) -> dict[str, Any]:
 def _show(r: dict[str, Any], json: bool) -> None:
     if json:
         return print_json(r)
-    out.print(
+    say.print(
         f"rollout {r['id']}: {r['model']} version {r['from_version']} -> {r['to_version']}, "
         f"{r['state']}, wave {r['wave']} of {len(r['steps'])}"
         + (f" ({r['reason']})" if r["reason"] else "")

@@ -1,12 +1,17 @@
-"""``hangar push`` and ``hangar pull``: resumable transfers with progress bars."""
+"""``hangar push`` and ``hangar pull``: resumable transfers with progress bars (on
+stderr, so stdout carries only the result). Neither moves a byte the other side
+already has: push asks for the digest first, pull checks the file at the destination."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.progress import (
@@ -17,7 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from services.cli.client import check, client, fail, out
+from services.cli.client import UNREACHABLE, USAGE, check, client, err, fail, unreachable
 from wire.refs import InvalidRef, parse_ref
 
 CHUNK = 1024 * 1024
@@ -31,6 +36,7 @@ def progress_bar() -> Progress:
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
+        console=err,
     )
 
 
@@ -50,7 +56,7 @@ def split_ref(ref: str) -> tuple[str, str]:
     try:
         parsed = parse_ref(ref)
     except InvalidRef as exc:
-        fail(str(exc))
+        fail(str(exc), USAGE)
     return parsed.name, parsed.ref
 
 
@@ -70,95 +76,164 @@ def _read_from(path: Path, offset: int, progress: Progress, task) -> Iterator[by
             progress.advance(task, len(block))
 
 
+def _held(http: httpx.Client, digest: str, name: str, tag: str) -> dict[str, Any] | None:
+    """Publish from the blob the tenant already holds, if it does: no upload at all."""
+    resp = http.get(f"/v1/blobs/{digest}")
+    if resp.status_code == 404:
+        return None
+    check(resp)
+    return check(http.post(f"/v1/blobs/{digest}/versions", json={"model": name, "tag": tag}))
+
+
 def push(path: Path, ref: str) -> dict:
     if not path.is_file():
-        fail(f"{path} is not a file")
+        fail(f"{path} is not a file", USAGE)
     name, tag = split_ref(ref)
     size = path.stat().st_size
     with client(timeout=600) as http, progress_bar() as progress:
-        digest = sha256_file(path, progress)
-        state = _state_file(digest, name, tag)
-        upload = None
-        if state.exists():
-            resp = http.get(f"/v1/uploads/{json.loads(state.read_text())['id']}")
-            if resp.status_code == 200:
-                upload = resp.json()
-                progress.console.print(
-                    f"resuming upload {upload['id']} at {upload['committed']} bytes"
-                )
-        if upload is None:
-            upload = check(
-                http.post(
-                    "/v1/uploads/", json={"model": name, "tag": tag, "size": size, "digest": digest}
-                )
+        try:
+            return _push(http, progress, path, name, tag, size)
+        except httpx.TransportError as exc:
+            unreachable(http.base_url, exc)
+
+
+def _push(
+    http: httpx.Client, progress: Progress, path: Path, name: str, tag: str, size: int
+) -> dict:
+    digest = sha256_file(path, progress)
+    if (published := _held(http, digest, name, tag)) is not None:
+        return {**published, "uploaded_bytes": 0}
+    state = _state_file(digest, name, tag)
+    upload = None
+    if state.exists():
+        resp = http.get(f"/v1/uploads/{json.loads(state.read_text())['id']}")
+        if resp.status_code == 200:
+            upload = resp.json()
+            progress.console.print(
+                f"resuming upload {upload['id']} at {upload['committed']} bytes",
+                markup=False,
             )
-            state.write_text(json.dumps({"id": upload["id"]}))
-        task = progress.add_task("uploading", total=size, completed=upload["committed"])
-        for attempt in range(RETRIES + 1):
-            committed = upload["committed"]
-            if committed >= size:
-                break
-            progress.update(task, completed=committed)
-            try:
-                resp = http.patch(
-                    f"/v1/uploads/{upload['id']}",
-                    content=_read_from(path, committed, progress, task),
-                    headers={
-                        "Upload-Offset": str(committed),
-                        "Content-Type": "application/octet-stream",
-                    },
+    if upload is None:
+        upload = check(
+            http.post(
+                "/v1/uploads/", json={"model": name, "tag": tag, "size": size, "digest": digest}
+            )
+        )
+        state.write_text(json.dumps({"id": upload["id"]}))
+    started_at = upload["committed"]
+    task = progress.add_task("uploading", total=size, completed=started_at)
+    for attempt in range(RETRIES + 1):
+        committed = upload["committed"]
+        if committed >= size:
+            break
+        progress.update(task, completed=committed)
+        try:
+            resp = http.patch(
+                f"/v1/uploads/{upload['id']}",
+                content=_read_from(path, committed, progress, task),
+                headers={
+                    "Upload-Offset": str(committed),
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+            if resp.status_code >= 500 or resp.status_code == 409:
+                raise httpx.HTTPError(f"server answered {resp.status_code}")
+            upload = check(resp)
+        except httpx.HTTPError as exc:
+            if attempt == RETRIES:
+                fail(
+                    f"upload interrupted ({exc}); run the same command again to resume",
+                    UNREACHABLE,
                 )
-                if resp.status_code >= 500 or resp.status_code == 409:
-                    raise httpx.HTTPError(f"server answered {resp.status_code}")
-                upload = check(resp)
-            except httpx.HTTPError as exc:
-                if attempt == RETRIES:
-                    fail(f"upload interrupted ({exc}); run the same command again to resume")
-                progress.console.print(f"[yellow]connection lost ({exc}); resuming[/]")
-                time.sleep(min(2**attempt, 30))
+            progress.console.print(f"connection lost ({exc}); resuming", markup=False)
+            time.sleep(min(2**attempt, 30))
+            with contextlib.suppress(httpx.TransportError):  # still away: ask again next time
                 upload = check(http.get(f"/v1/uploads/{upload['id']}"))
-        result = check(http.post(f"/v1/uploads/{upload['id']}/complete", json={"digest": digest}))
+    result = check(http.post(f"/v1/uploads/{upload['id']}/complete", json={"digest": digest}))
     state.unlink(missing_ok=True)
-    return result
+    return {**result, "uploaded_bytes": size - started_at}
 
 
-def pull(ref: str, dest: Path) -> str:
+def destination(name: str, output: Path) -> Path:
+    """Where ``pull`` writes, checked before the first request: an existing directory
+    means ``DIR/NAME.gguf``; a file's directory must exist and be writable."""
+    dest = output / f"{name}.gguf" if output.is_dir() else output
+    parent = dest.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        fail(
+            f"cannot write {dest}: {parent} {what}; create it (mkdir -p {parent}) "
+            "or give another -o",
+            USAGE,
+        )
+    if dest.is_dir() or (dest.exists() and not dest.is_file()):
+        fail(f"cannot write {dest}: it exists and is not a regular file", USAGE)
+    if not os.access(parent, os.W_OK) or (dest.exists() and not os.access(dest, os.W_OK)):
+        fail(f"cannot write {dest}: permission denied", USAGE)
+    return dest
+
+
+def _already_there(dest: Path, size: int, digest: str, progress: Progress) -> bool:
+    if not dest.is_file() or dest.stat().st_size != size:
+        return False
+    return sha256_file(dest, progress) == digest
+
+
+def pull(ref: str, output: Path) -> dict[str, Any]:
     name, version = split_ref(ref)
+    dest = destination(name, output)
+    with client(timeout=600) as http, progress_bar() as progress:
+        try:
+            return _pull(http, progress, name, version, dest)
+        except httpx.TransportError as exc:
+            unreachable(http.base_url, exc)
+
+
+def _pull(
+    http: httpx.Client, progress: Progress, name: str, version: str, dest: Path
+) -> dict[str, Any]:
     url = f"/v1/models/{name}/versions/{version}/blob"
     partial = dest.with_name(dest.name + ".partial")
-    with client(timeout=600) as http, progress_bar() as progress:
-        head = http.head(url)
-        if head.status_code != 200:
-            check(http.get(f"/v1/models/{name}/versions/{version}"))  # the server's error
-            fail(f"{head.status_code} for {url}")
-        size, digest = int(head.headers["content-length"]), head.headers["x-hangar-digest"]
-        hasher = hashlib.sha256()
-        if partial.exists():  # resume: what is on disk is hashed first
-            with partial.open("rb") as f:
-                while block := f.read(8 * CHUNK):
+    head = http.head(url)
+    if head.status_code != 200:
+        check(http.get(f"/v1/models/{name}/versions/{version}"))  # the server's error
+        check(head)
+    size, digest = int(head.headers["content-length"]), head.headers["x-hangar-digest"]
+    result = {"path": str(dest), "digest": digest, "size": size, "downloaded_bytes": 0}
+    if _already_there(dest, size, digest, progress):
+        partial.unlink(missing_ok=True)
+        return {**result, "already_there": True}
+    hasher = hashlib.sha256()
+    if partial.exists():  # resume: what is on disk is hashed first
+        with partial.open("rb") as f:
+            while block := f.read(8 * CHUNK):
+                hasher.update(block)
+    task = progress.add_task("downloading", total=size)
+    started_at = partial.stat().st_size if partial.exists() else 0
+    for attempt in range(RETRIES + 1):
+        have = partial.stat().st_size if partial.exists() else 0
+        progress.update(task, completed=have)
+        if have >= size:
+            break
+        try:
+            headers = {"Range": f"bytes={have}-", "If-Range": head.headers["etag"]}
+            with http.stream("GET", url, headers=headers) as resp, partial.open("ab") as f:
+                if resp.status_code != 206:
+                    resp.read()
+                    check(resp)
+                    fail(f"expected a partial response, got {resp.status_code}")
+                for block in resp.iter_bytes(CHUNK):
+                    f.write(block)
                     hasher.update(block)
-        task = progress.add_task("downloading", total=size)
-        for attempt in range(RETRIES + 1):
-            have = partial.stat().st_size if partial.exists() else 0
-            progress.update(task, completed=have)
-            if have >= size:
-                break
-            try:
-                headers = {"Range": f"bytes={have}-", "If-Range": head.headers["etag"]}
-                with http.stream("GET", url, headers=headers) as resp, partial.open("ab") as f:
-                    if resp.status_code != 206:
-                        resp.read()
-                        check(resp)
-                        fail(f"expected a partial response, got {resp.status_code}")
-                    for block in resp.iter_bytes(CHUNK):
-                        f.write(block)
-                        hasher.update(block)
-                        progress.advance(task, len(block))
-            except httpx.TransportError as exc:
-                if attempt == RETRIES:
-                    fail(f"download interrupted ({exc}); run the same command again to resume")
-                progress.console.print(f"[yellow]connection lost ({exc}); resuming[/]")
-                time.sleep(min(2**attempt, 30))
+                    progress.advance(task, len(block))
+        except httpx.TransportError as exc:
+            if attempt == RETRIES:
+                fail(
+                    f"download interrupted ({exc}); run the same command again to resume",
+                    UNREACHABLE,
+                )
+            progress.console.print(f"connection lost ({exc}); resuming", markup=False)
+            time.sleep(min(2**attempt, 30))
     actual = "sha256:" + hasher.hexdigest()
     if actual != digest:
         partial.unlink(missing_ok=True)
@@ -166,5 +241,4 @@ def pull(ref: str, dest: Path) -> str:
             f"downloaded bytes hash to {actual}, expected {digest}; the partial file was removed, pull again"
         )
     partial.replace(dest)
-    out.print(f"{dest}  {digest}")
-    return digest
+    return {**result, "downloaded_bytes": size - started_at, "already_there": False}
