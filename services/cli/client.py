@@ -41,15 +41,20 @@ _BY_STATUS = {401: NOT_ALLOWED, 402: REFUSED_BY_PLAN, 403: NOT_ALLOWED, 404: NOT
 
 class _Mode:
     json = False
+    # Set by `hangar` itself from the whole command line before parsing, so that even
+    # a usage error in an option before --json is reported as JSON.
+    from_argv = False
+
+    def reset(self) -> None:
+        if not self.from_argv:
+            self.json = False
 
 
 mode = _Mode()
 
 
 def _json_mode(value: bool) -> bool:
-    # Set while the command line is parsed, so an error of this very command
-    # (even a bad option after --json) is already reported as JSON.
-    if value:
+    if value:  # as soon as parsed: a later error of this command is JSON too
         mode.json = True
     return value
 

@@ -51,6 +51,7 @@ def _usage_message(exc: Any) -> str:
 class HangarTyper(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         mode.json = "--json" in sys.argv[1:]  # before parsing: a usage error is JSON too
+        mode.from_argv = True
         try:
             code = super().__call__(*args, standalone_mode=False, **kwargs)
         except typer.Exit as exc:  # from fail() inside the helpers above

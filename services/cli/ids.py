@@ -19,6 +19,10 @@ from services.cli.client import NOT_FOUND, USAGE, check, client, fail, unreachab
 _PREFIX = re.compile(r"^[0-9a-fA-F-]+$")
 
 
+def looks_like_prefix(given: str) -> bool:
+    return bool(_PREFIX.match(given))
+
+
 def _full(given: str) -> str | None:
     try:
         return str(uuid.UUID(given)) if len(given) == 36 else None

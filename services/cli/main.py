@@ -10,7 +10,7 @@ import typer
 from node_runtime.cli import app as node_app
 from services.cli import billing, fleet, ids, login, transfer
 from services.cli.choices import OpeningPlan, Scope
-from services.cli.client import JSON, OPERATOR, call, emit, print_json, say, show_table
+from services.cli.client import JSON, OPERATOR, call, emit, mode, print_json, say, show_table
 from services.cli.entry import VERSION, HangarTyper
 
 app = HangarTyper(
@@ -37,6 +37,7 @@ def main(version: VERSION = False) -> None:
     """Hangar: model registry and fleet control plane for private AI. Exit codes: 0 ok,
     1 refused or failed, 2 usage error, 3 not found, 4 refused by the plan (402),
     5 server unreachable, 6 not allowed (401/403)."""
+    mode.reset()  # per invocation: tests run many in one process
 
 
 def _settings():
