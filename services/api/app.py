@@ -14,8 +14,8 @@ from litestar.openapi.spec import SecurityScheme
 
 from core.settings import Settings
 from services.api import billing, fleet, health, invoices, jobs, registry, tenants, usage
-from services.api.blobs import BlobController
 from services.api.auth import provide_principal
+from services.api.blobs import BlobController
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
 from services.api.metrics import metrics_middleware

@@ -199,5 +199,7 @@ def show_table(columns: list[str], rows: list[list[Any]]) -> None:
         table.add_row(*[Text("" if c is None else str(c)) for c in row])
     # Rendered at its natural width even past the terminal's (the terminal wraps the
     # line): Rich would otherwise shrink columns and cut ids to '87129ef2-5d3a-…'.
-    natural = Measurement.get(say, say.options, table).maximum
-    say.print(table, width=max(say.width, natural), crop=False)
+    natural = Measurement.get(say, say.options.update_width(10_000), table).maximum
+    if natural <= say.width:
+        return say.print(table)
+    Console(markup=False, highlight=False, soft_wrap=True, width=natural).print(table)

@@ -155,6 +155,6 @@ def token(variable: str) -> str:
         return from_env
     ctx = active()[1]
     # HANGAR_URL pointing at another server: the context's token is not for it.
-    if os.environ.get("HANGAR_URL", ctx.get("url", "")).rstrip("/") != ctx.get("url"):
+    if (os.environ.get("HANGAR_URL") or ctx.get("url", "")).rstrip("/") != ctx.get("url"):
         return ""
     return ctx.get(FIELDS[variable], "")
