@@ -193,7 +193,8 @@ def usage_import(
             if not resp.is_success:
                 err.print(
                     f"batch of events {start}..{start + len(chunk) - 1} refused "
-                    f"(event numbers below count from {start}); earlier batches were written"
+                    f"(event numbers below count from {start}); earlier batches were written",
+                    markup=False,
                 )
                 check(resp)
             result = resp.json()

@@ -196,7 +196,12 @@ def _pull(
     partial = dest.with_name(dest.name + ".partial")
     head = http.head(url)
     if head.status_code != 200:
-        check(http.get(f"/v1/models/{name}/versions/{version}"))  # the server's error
+        # A HEAD answer has no body: ask again so the server's explanation is shown
+        # (no model or version, a plan limit); a refused GET sends no byte either.
+        check(http.get(f"/v1/models/{name}/versions/{version}"))
+        with http.stream("GET", url, headers={"Range": "bytes=0-0"}) as refused:
+            refused.read()
+            check(refused)
         check(head)
     size, digest = int(head.headers["content-length"]), head.headers["x-hangar-digest"]
     result = {"path": str(dest), "digest": digest, "size": size, "downloaded_bytes": 0}
