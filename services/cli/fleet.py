@@ -147,9 +147,7 @@ def nodes_ls(
     """Each node's state, last heartbeat, and its models' sync state."""
     if limit is not None and limit < 1:
         fail("--limit must be at least 1", USAGE)
-    rows = ids.list_all("/v1/nodes/")
-    if limit is not None:
-        rows = rows[:limit]
+    rows = ids.list_all("/v1/nodes/", limit=limit)
     if json:
         return print_json(rows)
     show_table(

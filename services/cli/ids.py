@@ -30,21 +30,30 @@ def _full(given: str) -> str | None:
         return None
 
 
-def list_all(path: str, *, token_env: str = "HANGAR_TOKEN") -> list[dict[str, Any]]:
-    """Every row of a list endpoint, following ``X-Next-After`` pages where it has them."""
+def list_all(
+    path: str, *, token_env: str = "HANGAR_TOKEN", limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Every row of a list endpoint (at most ``limit``), page by page: the server's own
+    page size, then its ``X-Next-After`` header or ``Link: rel="next"``."""
     rows: list[dict[str, Any]] = []
-    after = None
+    url, params = path, {}
     with client(token_env) as http:
-        while True:
-            params = {"limit": 1000, **({"after": after} if after else {})}
+        while limit is None or len(rows) < limit:
+            if limit is not None:
+                params["limit"] = min(1000, limit - len(rows))
             try:
-                resp = http.get(path, params=params)
+                resp = http.get(url, params=params)
             except httpx.TransportError as exc:
                 unreachable(http.base_url, exc)
             page = check(resp)
             rows += page["items"] if isinstance(page, dict) and "items" in page else page
-            if not (after := resp.headers.get("x-next-after")):
-                return rows
+            if after := resp.headers.get("x-next-after"):
+                url, params = path, {"after": after}
+            elif nxt := resp.links.get("next", {}).get("url"):
+                url, params = nxt, {}
+            else:
+                break
+    return rows if limit is None else rows[:limit]
 
 
 def match(
