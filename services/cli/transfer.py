@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from services.cli.client import UNREACHABLE, USAGE, check, client, err, fail, unreachable
-from wire.refs import InvalidRef, parse_ref
+from wire.refs import InvalidRef, is_digest, is_plain_number, parse_ref
 
 CHUNK = 1024 * 1024
 RETRIES = 8
@@ -89,6 +89,10 @@ def push(path: Path, ref: str) -> dict:
     if not path.is_file():
         fail(f"{path} is not a file", USAGE)
     name, tag = split_ref(ref)
+    if is_plain_number(tag, max_digits=64) or is_digest(tag):
+        # Numbers and digests name versions the registry assigns: refused before
+        # the file is even hashed, never after it was uploaded.
+        fail(f"push {ref!r}: give NAME or NAME:TAG; a tag is a name, e.g. {name}:prod", USAGE)
     size = path.stat().st_size
     with client(timeout=600) as http, progress_bar() as progress:
         try:

@@ -349,6 +349,12 @@ async def test_push_of_a_blob_the_tenant_holds_uploads_nothing(tenants, base_url
     code, out, _ = await run("push", str(path), "second:prod", env=env)
     assert code == 0 and "already stored: nothing uploaded" in out
 
+    # A tag the registry would refuse is refused before any byte moves.
+    for ref in ("third:1", "third@" + digest, "third:Not-A-Tag"):
+        code, _, err = await run("push", str(path), ref, env=env)
+        assert code == 2 and "Traceback" not in err, err
+    assert (await t.request("GET", "/v1/models/third")).status_code == 404
+
     # Another tenant with the same bytes uploads them (nothing leaks across tenants).
     code, out, err = await run(
         "push", str(path), "mine", "--json", env=key_env(base_url, other, tmp_path)
