@@ -82,7 +82,9 @@ def _held(http: httpx.Client, digest: str, name: str, tag: str) -> dict[str, Any
     if resp.status_code == 404:
         return None
     check(resp)
-    return check(http.post(f"/v1/blobs/{digest}/versions", json={"model": name, "tag": tag}))
+    published = http.post(f"/v1/blobs/{digest}/versions", json={"model": name, "tag": tag})
+    # 404: the blob was freed since we asked (its last version deleted): upload it.
+    return None if published.status_code == 404 else check(published)
 
 
 def push(path: Path, ref: str) -> dict:
