@@ -75,6 +75,20 @@ class PushResult(BaseModel):
     deduplicated: bool = Field(description="true when these bytes were already stored")
 
 
+class HeldBlob(BaseModel):
+    digest: str
+    size: int
+
+
+class HeldVersionCreate(BaseModel):
+    model: str = Field(description="model name; created on first push")
+    tag: str = "latest"
+    signature: Signature | None = Field(
+        default=None,
+        description="the publisher's signature of the digest (`hangar push --sign-key`)",
+    )
+
+
 class TagMove(BaseModel):
     version: int
 

@@ -15,6 +15,7 @@ from litestar.openapi.spec import SecurityScheme
 from core.settings import Settings
 from services.api import billing, fleet, health, invoices, jobs, registry, tenants, trust, usage
 from services.api.auth import provide_principal
+from services.api.blobs import BlobController
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
 from services.api.metrics import metrics_middleware
@@ -43,6 +44,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             registry.UploadController,
             trust.TrustController,
             trust.SignatureController,
+            BlobController,
             fleet.EnrollmentTokenController,
             fleet.NodeController,
             fleet.DeploymentController,

@@ -79,7 +79,13 @@ class UsageImportController(Controller):
     ) -> ImportResult:
         """A batch of usage events with explicit times (backfills, migrations):
         ``{"events": [{"tenant_id", "id", "meter", "quantity", "occurred_at", ...}]}``.
-        All or nothing, idempotent on (tenant, event id)."""
+        Fields: ``tenant_id`` (UUID), ``id`` (1-128 characters, the idempotency key),
+        ``meter`` and ``quantity`` (a whole number in the meter's unit:
+        ``device_day`` device-days, ``storage_sample`` bytes stored at an hourly
+        sample, ``egress`` and ``peer_transfer`` bytes sent, ``inference`` tokens),
+        ``occurred_at`` (ISO 8601 with an offset, not in the future), optional
+        ``node_id``, ``model_version_id``, ``attrs`` (object). All or nothing,
+        idempotent on (tenant, event id); a 400 lists each bad event and field."""
         try:
             payload = decode_json(await request.body())
         except SerializationException as exc:

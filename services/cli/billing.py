@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from services.cli.client import JSON, OPERATOR, call, check, client, out, print_json, show_table
-from services.cli.finance import PERIOD, gbp, invoices, to_pence, usage
+from services.cli.choices import FORMAT, Format, OperatorPlan, SelfServePlan
+from services.cli.client import JSON, OPERATOR, call, emit, print_json, say, show_table
+from services.cli.finance import PERIOD, gbp, get_export, invoices, to_pence, usage
 
 billing = typer.Typer(
     help="Your tenant's plan, spend cap and payment method (admin key).", no_args_is_help=True
@@ -30,67 +31,66 @@ def register(app: typer.Typer, tenants: typer.Typer) -> None:
 @usage.command("export")
 def usage_export(
     period: PERIOD = None,
-    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    format: FORMAT = Format.csv,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="file (default: stdout)")
     ] = None,
+    json: JSON = False,
 ) -> None:
     """The month's usage for spreadsheets: one row per day per meter, then egress per
     node and per model version (admin or finance key)."""
-    if format not in ("csv", "json"):
-        raise typer.BadParameter("--format is csv or json")
-    params = {"format": format, **({"period": period} if period else {})}
-    with client("HANGAR_TOKEN") as http:
-        resp = http.get("/v1/usage/export", params=params)
-        if not resp.is_success:
-            check(resp)
-    if output:
-        output.write_text(resp.text)
-        out.print(f"wrote {output}")
-    else:
-        print(resp.text, end="")
+    params = {"format": format.value, **({"period": period} if period else {})}
+    get_export("/v1/usage/export", params, output, "HANGAR_TOKEN", json)
 
 
 # --- billing (tenant admin) ----------------------------------------------------------
 
 
-def _account(account: dict) -> None:
+def _account(account: dict, json: bool = False) -> None:
+    if json:
+        return print_json(account)
     cap = gbp(account["spend_cap_pence"]) if account["spend_cap_pence"] is not None else "none"
-    out.print(
-        f"[bold]{account['tenant']}[/]  plan: {account['plan_title']}"
+    say.print(
+        f"{account['tenant']}  plan: {account['plan_title']}"
         + (f" (ends {account['trial_ends_at'][:16]})" if account["trial_ends_at"] else "")
     )
-    out.print(f"payment method: {account['payment_method'] or 'none'}   spend cap: {cap}")
+    say.print(f"payment method: {account['payment_method'] or 'none'}   spend cap: {cap}")
     if account["blocked"]:
-        out.print("[bold red]uploads, downloads and new nodes are paused until a plan is chosen[/]")
+        say.print(
+            "uploads, downloads and new nodes are paused until a plan is chosen", style="bold red"
+        )
 
 
 @billing.command("show")
 def billing_show(json: JSON = False) -> None:
     """Plan, trial end, payment method and spend cap."""
-    account = call("GET", "/v1/billing/")
-    return print_json(account) if json else _account(account)
+    _account(call("GET", "/v1/billing/"), json)
 
 
 @billing.command("plan")
-def billing_plan(plan: Annotated[str, typer.Argument(help="starter or payg")]) -> None:
+def billing_plan(
+    plan: Annotated[SelfServePlan, typer.Argument(case_sensitive=False)], json: JSON = False
+) -> None:
     """Choose Starter or pay-as-you-go from now (needs a payment method on file)."""
-    _account(call("PUT", "/v1/billing/plan", json={"plan": plan}))
+    _account(call("PUT", "/v1/billing/plan", json={"plan": plan.value}), json)
 
 
 @billing.command("cap")
-def billing_cap(amount: Annotated[str, typer.Argument(help="pounds per month, or 'none'")]) -> None:
+def billing_cap(
+    amount: Annotated[str, typer.Argument(help="pounds per month, or 'none'")], json: JSON = False
+) -> None:
     """Set the pay-as-you-go monthly spend cap."""
     cap = None if amount.lower() == "none" else int(to_pence(amount, "cap").to_integral_value())
-    _account(call("PUT", "/v1/billing/spend-cap", json={"cap_pence": cap}))
+    _account(call("PUT", "/v1/billing/spend-cap", json={"cap_pence": cap}), json)
 
 
 @billing.command("payment-method")
 def billing_payment_method(
     pm: Annotated[str, typer.Argument(help="a Stripe payment method id, pm_...")],
+    json: JSON = False,
 ) -> None:
     """Attach a Stripe payment method as the default for invoices."""
-    _account(call("PUT", "/v1/billing/payment-method", json={"payment_method": pm}))
+    _account(call("PUT", "/v1/billing/payment-method", json={"payment_method": pm}), json)
 
 
 # --- operator: plans and contracts ----------------------------------------------------
@@ -98,19 +98,20 @@ def billing_payment_method(
 
 def tenants_plan(
     tenant: Annotated[str, typer.Argument(help="tenant name or id")],
-    plan: Annotated[str, typer.Argument(help="trial, starter, payg or enterprise")],
+    plan: Annotated[OperatorPlan, typer.Argument(case_sensitive=False)],
     effective: Annotated[
         str | None, typer.Option("--from", help="ISO time it takes effect (default now)")
     ] = None,
+    json: JSON = False,
 ) -> None:
     """Move a tenant to a plan (operator)."""
     account = call(
         "PUT",
         f"/v1/tenants/{tenant}/plan",
         token_env=OPERATOR,
-        json={"plan": plan, "effective_at": effective},
+        json={"plan": plan.value, "effective_at": effective},
     )
-    _account(account)
+    _account(account, json)
 
 
 Money = Annotated[str, typer.Option(help="pounds")]
@@ -156,15 +157,17 @@ def contracts_set(
         "note": note,
     }
     contract = call("PUT", f"/v1/tenants/{tenant}/contract", token_env=OPERATOR, json=body)
-    if json:
-        return print_json(contract)
-    out.print(
-        f"{tenant} is on enterprise contract {contract['id']} from {contract['effective_at']}"
+    emit(
+        contract,
+        f"{tenant} is on enterprise contract {contract['id']} from {contract['effective_at']}",
+        json,
     )
 
 
 @contracts.command("show")
-def contracts_show(tenant: str, json: JSON = False) -> None:
+def contracts_show(
+    tenant: Annotated[str, typer.Argument(help="tenant name or id")], json: JSON = False
+) -> None:
     """The tenant's current enterprise contract (operator)."""
     contract = call("GET", f"/v1/tenants/{tenant}/contract", token_env=OPERATOR)
     if json:

@@ -5,13 +5,31 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
-from services.cli.client import JSON, OPERATOR, call, check, client, out, print_json, show_table
+from services.cli import ids
+from services.cli.choices import FORMAT, Format, InvoiceStatus
+from services.cli.client import (
+    JSON,
+    OPERATOR,
+    USAGE,
+    call,
+    check,
+    client,
+    emit,
+    err,
+    fail,
+    print_json,
+    say,
+    show_table,
+    unreachable,
+)
 
 PERIOD = Annotated[str | None, typer.Option(help="YYYY-MM (default: this month)")]
 
@@ -56,7 +74,7 @@ def usage_show(ctx: typer.Context, period: PERIOD = None, json: JSON = False) ->
     if json:
         return print_json(report)
     totals = report["totals"]
-    out.print(f"[bold]{report['period']}[/]  plan: {report['plan_title']}")
+    say.print(f"{report['period']}  plan: {report['plan_title']}")
     show_table(
         ["meter", "quantity", "billed as"],
         [
@@ -90,6 +108,42 @@ def usage_show(ctx: typer.Context, period: PERIOD = None, json: JSON = False) ->
         )
 
 
+IMPORT_FORMAT = """\b
+Each event has these fields (CSV: a header row with these names, in any order):
+  tenant_id         the tenant's id; or `tenant` with its name or id (resolved by the CLI)
+  id                your event id, 1-128 characters: the idempotency key per tenant
+  meter             device_day | storage_sample | egress | inference | peer_transfer
+  quantity          a whole number, in the meter's unit:
+                      device_day: device-days (1 = one node enrolled on that UTC day)
+                      storage_sample: bytes stored at that hourly sample
+                      egress, peer_transfer: bytes sent
+                      inference: tokens served (shown, never billed)
+  occurred_at       ISO 8601 time with an offset, e.g. 2026-04-03T10:00:00Z
+  node_id           optional node id
+  model_version_id  optional model version id
+  attrs             optional JSON object (not in CSV)
+CSV example:
+  tenant,id,meter,quantity,occurred_at
+  acme,evt-1,egress,1500000000,2026-04-03T10:00:00Z"""
+
+
+def _tenant_ids(events: list[dict[str, Any]]) -> None:
+    """Replace each event's ``tenant`` (a name or id) by ``tenant_id``."""
+    named = {e["tenant"] for e in events if isinstance(e, dict) and "tenant" in e}
+    if not named:
+        return
+    tenants = ids.list_all("/v1/tenants/", token_env=OPERATOR)
+    found = {
+        name: ids.match(
+            str(name), tenants, what="tenant", listing="hangar tenants ls", by_name=True
+        )["id"]
+        for name in named
+    }
+    for event in events:
+        if isinstance(event, dict) and "tenant" in event:
+            event["tenant_id"] = str(found[event.pop("tenant")])
+
+
 def _read_events(path: Path) -> list[dict[str, Any]]:
     text = path.read_text()
     if path.suffix == ".csv":
@@ -102,37 +156,54 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
                     event["quantity"] = int(event["quantity"])
             rows.append(event)
         return rows
-    if path.suffix in (".jsonl", ".ndjson"):
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    return data["events"] if isinstance(data, dict) else data
+    try:
+        if path.suffix in (".jsonl", ".ndjson"):
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{path} is not valid JSON ({exc}); see `hangar usage import --help`", USAGE)
+    events = data.get("events") if isinstance(data, dict) else data
+    if not isinstance(events, list):
+        fail(f'{path}: expected {{"events": [...]}} or a JSON list of events', USAGE)
+    return events
 
 
-@usage.command("import")
+@usage.command("import", epilog=IMPORT_FORMAT)
 def usage_import(
     file: Path,
     batch: Annotated[
-        int, typer.Option(help="events per request (each request is all or nothing)")
+        int, typer.Option(min=1, help="events per request (each request is all or nothing)")
     ] = 10_000,
+    json: JSON = False,
 ) -> None:
     """Import usage events with explicit times (operator). FILE is JSON ({"events": [...]}
-    or a list), JSON lines (.jsonl) or CSV with the same field names. Idempotent: after
-    a failure, fix the file and run the same command again."""
+    or a list), JSON lines (.jsonl) or CSV (.csv). Idempotent: after a failure, fix the
+    file and run the same command again.
+    """
     events = _read_events(file)
+    _tenant_ids(events)
     written = duplicates = 0
     with client(OPERATOR, timeout=300) as http:
         for start in range(0, len(events), batch):
             chunk = events[start : start + batch]
-            resp = http.post("/v1/usage/import", json={"events": chunk})
+            try:
+                resp = http.post("/v1/usage/import", json={"events": chunk})
+            except httpx.TransportError as exc:
+                unreachable(http.base_url, exc)
             if not resp.is_success:
-                out.print(
+                err.print(
                     f"batch of events {start}..{start + len(chunk) - 1} refused "
-                    f"(event numbers below count from {start}); earlier batches were written"
+                    f"(event numbers below count from {start}); earlier batches were written",
+                    markup=False,
                 )
                 check(resp)
             result = resp.json()
             written, duplicates = written + result["written"], duplicates + result["duplicates"]
-    out.print(f"{len(events)} events: {written} written, {duplicates} already recorded")
+    emit(
+        {"received": len(events), "written": written, "duplicates": duplicates},
+        f"{len(events)} events: {written} written, {duplicates} already recorded",
+        json,
+    )
 
 
 # --- invoices --------------------------------------------------------------------
@@ -158,9 +229,9 @@ def _invoice_rows(rows: list[dict]) -> None:
 
 
 def _show_invoice(invoice: dict) -> None:
-    out.print(
-        f"[bold]{invoice['number'] or 'draft'}[/]  {invoice['tenant']}  {invoice['period']}  "
-        f"{invoice['status']}  total [bold]{gbp(invoice['total_pence'])}[/]"
+    say.print(
+        f"{invoice['number'] or 'draft'}  {invoice['tenant']}  {invoice['period']}  "
+        f"{invoice['status']}  total {gbp(invoice['total_pence'])}"
     )
     show_table(
         ["#", "description", "quantity", "unit", "unit price", "amount"],
@@ -177,7 +248,7 @@ def _show_invoice(invoice: dict) -> None:
         ],
     )
     for note in invoice.get("credit_notes", []):
-        out.print(f"credit note {note['number']}: {gbp(note['amount_pence'])} ({note['reason']})")
+        say.print(f"credit note {note['number']}: {gbp(note['amount_pence'])} ({note['reason']})")
 
 
 @invoices.command("preview")
@@ -187,11 +258,14 @@ def invoices_preview(period: PERIOD = None, json: JSON = False) -> None:
     return print_json(invoice) if json else _show_invoice(invoice)
 
 
-def _filters(period: str | None, status: str | None, tenant: str | None) -> dict[str, str]:
-    return {k: v for k, v in {"period": period, "status": status, "tenant": tenant}.items() if v}
+def _filters(
+    period: str | None, status: InvoiceStatus | None, tenant: str | None
+) -> dict[str, str]:
+    chosen = {"period": period, "status": status.value if status else None, "tenant": tenant}
+    return {k: v for k, v in chosen.items() if v}
 
 
-STATUS = Annotated[str | None, typer.Option(help="open, paid, payment_failed or void")]
+STATUS = Annotated[InvoiceStatus | None, typer.Option(case_sensitive=False)]
 TENANT = Annotated[str | None, typer.Option(help="any tenant (name or id; operator token)")]
 
 
@@ -229,28 +303,39 @@ def invoices_show(
 
 @invoices.command("export")
 def invoices_export(
-    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    format: FORMAT = Format.csv,
     period: PERIOD = None,
     status: STATUS = None,
     tenant: TENANT = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="file (default: stdout)")
     ] = None,
+    json: JSON = False,
 ) -> None:
     """One row per invoice line (and per credit note), for spreadsheets and accounting."""
-    if format not in ("csv", "json"):
-        raise typer.BadParameter("--format is csv or json")
-    params = {"format": format, **_filters(period, status, tenant)}
+    params = {"format": format.value, **_filters(period, status, tenant)}
     path = "/v1/operator/invoices/export" if tenant else "/v1/invoices/export"
-    with client(OPERATOR if tenant else "HANGAR_TOKEN") as http:
-        resp = http.get(path, params=params)
+    get_export(path, params, output, OPERATOR if tenant else "HANGAR_TOKEN", json)
+
+
+def get_export(
+    path: str, params: dict[str, str], output: Path | None, token_env: str, json: bool
+) -> None:
+    """An export to stdout, or to ``output`` (then one line saying so, JSON with --json)."""
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        fail(f"cannot write {output}: give a file in a directory that exists", USAGE)
+    with client(token_env) as http:
+        try:
+            resp = http.get(path, params=params)
+        except httpx.TransportError as exc:
+            unreachable(http.base_url, exc)
         if not resp.is_success:
             check(resp)
-    if output:
-        output.write_text(resp.text)
-        out.print(f"wrote {output}")
-    else:
-        print(resp.text, end="")
+    if output is None:
+        sys.stdout.write(resp.text)
+        return
+    output.write_text(resp.text)
+    emit({"path": str(output), "bytes": len(resp.content)}, f"wrote {output}", json)
 
 
 @invoices.command("credit")
@@ -258,22 +343,23 @@ def invoices_credit(
     ref: str,
     amount: Annotated[str, typer.Option(help="pounds, e.g. 12.50")],
     reason: Annotated[str, typer.Option(help="why; shown to the tenant")],
+    json: JSON = False,
 ) -> None:
     """Issue a credit note against a finalized invoice (operator)."""
     amount_pence = to_pence(amount, "--amount")
     if amount_pence != amount_pence.to_integral_value():
-        raise typer.BadParameter("--amount must be whole pence")
+        raise typer.BadParameter("must be whole pence", param_hint="--amount")
     note = call(
         "POST",
         f"/v1/operator/invoices/{ref}/credit-notes",
         token_env=OPERATOR,
         json={"amount_pence": int(amount_pence), "reason": reason},
     )
-    out.print(f"credit note {note['number']}: {gbp(note['amount_pence'])} against {ref}")
+    emit(note, f"credit note {note['number']}: {gbp(note['amount_pence'])} against {ref}", json)
 
 
 @invoices.command("void")
-def invoices_void(ref: str) -> None:
+def invoices_void(ref: str, json: JSON = False) -> None:
     """Void an unpaid invoice (operator); Stripe follows on the next sync."""
     invoice = call("POST", f"/v1/operator/invoices/{ref}/void", token_env=OPERATOR)
-    out.print(f"{invoice['number']} is {invoice['status']}")
+    emit(invoice, f"{invoice['number']} is {invoice['status']}", json)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Annotated
 
-import httpx
 import typer
 
-from services.cli.client import JSON, call, check, client, fail, out, print_json, show_table
+from services.cli import ids
+from services.cli.client import JSON, USAGE, call, emit, fail, print_json, say, show_table
 
 tokens = typer.Typer(help="Enrollment tokens: how machines join your tenant.", no_args_is_help=True)
 nodes = typer.Typer(help="Your fleet: enrolled machines.", no_args_is_help=True)
@@ -17,6 +16,12 @@ deployments = typer.Typer(help="Which models go to which nodes.", no_args_is_hel
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+NODE = Annotated[str, typer.Argument(help="the node's name, id, or a unique prefix of its id")]
+
+
+def node_id(given: str) -> str:
+    return ids.resolve(given, "/v1/nodes/", what="node", listing="hangar nodes ls", by_name=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +63,7 @@ def _models(node: dict) -> str:
             state += f" {100 * m['bytes_done'] // m['bytes_total']}%"
         if m.get("loaded"):
             state += ", loaded"
-        parts.append(f"{m['name']}:{m['ref'][:19]} ({state})")
+        parts.append(f"{m['name']}:{m['ref']} ({state})")
     return "\n".join(parts)
 
 
@@ -85,10 +90,10 @@ def tokens_create(
     token = call("POST", "/v1/enrollment-tokens/", json=body)
     if json:
         return print_json(token)
-    out.print(
-        f"token {token['id']} ({uses} uses, expires {_ago(token['expires_at'])} UTC): [bold]{token['secret']}[/]"
+    say.print(
+        f"token {token['id']} ({uses} uses, expires {_ago(token['expires_at'])} UTC): {token['secret']}"
     )
-    out.print(
+    say.print(
         "on the machine: hangar node enroll --server $HANGAR_URL --token <the token> --data-dir /var/lib/hangar-node"
     )
 
@@ -117,10 +122,16 @@ def tokens_ls(json: JSON = False) -> None:
 
 
 @tokens.command("revoke")
-def tokens_revoke(token_id: uuid.UUID) -> None:
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="the token's id or a unique prefix of it")],
+    json: JSON = False,
+) -> None:
     """Revoke an enrollment token; nodes already enrolled keep working."""
-    call("DELETE", f"/v1/enrollment-tokens/{token_id}")
-    out.print(f"revoked {token_id}")
+    token_id = ids.resolve(
+        token_id, "/v1/enrollment-tokens/", what="token", listing="hangar enroll-tokens ls"
+    )
+    token = call("DELETE", f"/v1/enrollment-tokens/{token_id}")
+    emit(token or {"id": token_id, "revoked": True}, f"revoked {token_id}", json)
 
 
 # --- nodes -------------------------------------------------------------------------
@@ -134,20 +145,9 @@ def nodes_ls(
     ] = None,
 ) -> None:
     """Each node's state, last heartbeat, and its models' sync state."""
-    rows: list[dict] = []
-    after = None
-    with client() as http:
-        while limit is None or len(rows) < limit:
-            params = {"limit": min(1000, limit - len(rows)) if limit else 1000}
-            if after:
-                params["after"] = after
-            try:
-                resp = http.get("/v1/nodes/", params=params)
-            except httpx.TransportError as exc:
-                fail(f"cannot reach Hangar at {http.base_url}: {exc}")
-            rows += check(resp)
-            if not (after := resp.headers.get("x-next-after")):
-                break
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1", USAGE)
+    rows = ids.list_all("/v1/nodes/", limit=limit)
     if json:
         return print_json(rows)
     show_table(
@@ -167,24 +167,24 @@ def nodes_ls(
 
 
 @nodes.command("show")
-def nodes_show(node_id: uuid.UUID, json: JSON = False) -> None:
+def nodes_show(node: NODE, json: JSON = False) -> None:
     """One node: facts, resources, models, serving counters."""
-    n = call("GET", f"/v1/nodes/{node_id}")
+    n = call("GET", f"/v1/nodes/{node_id(node)}")
     if json:
         return print_json(n)
     f = n["facts"]
-    out.print(
-        f"[bold]{n['name']}[/] {n['id']}  state: [bold]{n['state']}[/]  last seen: {_ago(n['last_seen_at'])} UTC"
+    say.print(
+        f"{n['name']} {n['id']}  state: {n['state']}  last seen: {_ago(n['last_seen_at'])} UTC"
     )
-    out.print(
+    say.print(
         f"labels: {n['labels']}  revision: applied {n['applied_revision']} of {n['desired_revision']}"
     )
-    out.print(
+    say.print(
         f"{f.get('os')} {f.get('arch')}, {f.get('cpu_cores')} cores, {f.get('memory_bytes', 0) / 1e9:.1f} GB RAM, "
         f"gpu: {f.get('gpu') or 'none'}, runtime {f.get('runtime_version')}, api {f.get('api_url')}"
     )
     c = n["counters"]
-    out.print(
+    say.print(
         f"served {c['completed']}/{c['requests']} requests, {c['prompt_tokens']}+{c['completion_tokens']} tokens, "
         f"{c['rejected']} rejected, {c['forwarded']} forwarded"
     )
@@ -194,7 +194,7 @@ def nodes_show(node_id: uuid.UUID, json: JSON = False) -> None:
             [
                 m["name"],
                 m["ref"],
-                m["digest"][:19] + "…",
+                m["digest"],
                 m["state"],
                 f"{100 * m['bytes_done'] // m['bytes_total']}%" if m["bytes_total"] else "",
                 m["loaded"],
@@ -207,38 +207,39 @@ def nodes_show(node_id: uuid.UUID, json: JSON = False) -> None:
 
 @nodes.command("label")
 def nodes_label(
-    node_id: uuid.UUID,
+    node: NODE,
     pairs: Annotated[list[str], typer.Argument(help="KEY=VALUE to set, KEY- to remove")],
+    json: JSON = False,
 ) -> None:
     """Set or remove labels (deployments by label selector follow them)."""
     remove = [p[:-1] for p in pairs if p.endswith("-") and "=" not in p]
-    node = call(
-        "POST",
-        f"/v1/nodes/{node_id}/labels",
-        json={"set": labels([p for p in pairs if p[:-1] not in remove]), "remove": remove},
-    )
-    out.print(f"{node['name']}: {node['labels']}")
+    body = {"set": labels([p for p in pairs if p[:-1] not in remove]), "remove": remove}
+    found = call("POST", f"/v1/nodes/{node_id(node)}/labels", json=body)
+    emit(found, f"{found['name']}: {found['labels']}", json)
+
+
+def _node_action(action: str, node: str, json: bool) -> None:
+    found_id = node_id(node)
+    found = call("POST", f"/v1/nodes/{found_id}/{action}")
+    emit(found or {"id": found_id}, f"{action}d {found_id}", json)
 
 
 @nodes.command("disable")
-def nodes_disable(node_id: uuid.UUID) -> None:
+def nodes_disable(node: NODE, json: JSON = False) -> None:
     """Refuse the node's credential until enabled again."""
-    call("POST", f"/v1/nodes/{node_id}/disable")
-    out.print(f"disabled {node_id}")
+    _node_action("disable", node, json)
 
 
 @nodes.command("enable")
-def nodes_enable(node_id: uuid.UUID) -> None:
+def nodes_enable(node: NODE, json: JSON = False) -> None:
     """Accept a disabled node's credential again."""
-    call("POST", f"/v1/nodes/{node_id}/enable")
-    out.print(f"enabled {node_id}")
+    _node_action("enable", node, json)
 
 
 @nodes.command("revoke")
-def nodes_revoke(node_id: uuid.UUID) -> None:
+def nodes_revoke(node: NODE, json: JSON = False) -> None:
     """Revoke the node's credential for good (it stops counting as a device)."""
-    call("POST", f"/v1/nodes/{node_id}/revoke")
-    out.print(f"revoked {node_id}")
+    _node_action("revoke", node, json)
 
 
 # --- deployments -------------------------------------------------------------------
@@ -251,7 +252,7 @@ def deploy(
     label: Annotated[
         list[str], typer.Option(help="KEY=VALUE: every node with all these labels (repeatable)")
     ] = [],  # noqa: B006
-    node: Annotated[uuid.UUID | None, typer.Option(help="one node by id")] = None,
+    node: Annotated[str | None, typer.Option(help="one node by name, id or id prefix")] = None,
     json: JSON = False,
 ) -> None:
     """Assign a model to nodes by id or by label selector."""
@@ -259,14 +260,14 @@ def deploy(
         fail("give exactly one target: --node ID or --label KEY=VALUE")
     body = {
         "model": model,
-        "node_id": str(node) if node else None,
+        "node_id": node_id(node) if node else None,
         "selector": labels(label) or None,
     }
     d = call("POST", "/v1/deployments/", json=body)
     if json:
         return print_json(d)
-    out.print(
-        f"deployment {d['id']}: {d['model']}:{d['ref'][:19]} (version {d['version']}) -> {d['nodes']} node(s)"
+    say.print(
+        f"deployment {d['id']}: {d['model']}:{d['ref']} (version {d['version']}) -> {d['nodes']} node(s)"
     )
 
 
@@ -282,7 +283,7 @@ def deployments_ls(json: JSON = False) -> None:
             [
                 d["id"],
                 d["model"],
-                d["ref"][:19],
+                d["ref"],
                 d["version"],
                 d["node_id"] or ",".join(f"{k}={v}" for k, v in (d["selector"] or {}).items()),
                 d["nodes"],
@@ -293,7 +294,13 @@ def deployments_ls(json: JSON = False) -> None:
 
 
 @deployments.command("rm")
-def deployments_rm(deployment_id: uuid.UUID) -> None:
+def deployments_rm(
+    deployment_id: Annotated[str, typer.Argument(help="the id or a unique prefix of it")],
+    json: JSON = False,
+) -> None:
     """Remove a deployment; its nodes drop the model at their next heartbeat."""
+    deployment_id = ids.resolve(
+        deployment_id, "/v1/deployments/", what="deployment", listing="hangar deployments ls"
+    )
     call("DELETE", f"/v1/deployments/{deployment_id}")
-    out.print(f"removed {deployment_id}")
+    emit({"removed": deployment_id}, f"removed {deployment_id}", json)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from node_runtime.cli import app as node_app
-from services.cli import billing, fleet, transfer, trust
-from services.cli.client import JSON, OPERATOR, call, out, print_json, show_table
+from services.cli import billing, fleet, ids, login, transfer, trust
+from services.cli.choices import OpeningPlan, Scope
+from services.cli.client import JSON, OPERATOR, call, emit, mode, print_json, say, show_table
+from services.cli.entry import VERSION, HangarTyper
 
-app = typer.Typer(
+app = HangarTyper(
     help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True
 )
 tenants = typer.Typer(
@@ -29,6 +30,15 @@ app.add_typer(node_app, name="node")
 fleet.register(app)
 billing.register(app, tenants)
 trust.register(app, models)
+login.register(app)
+
+
+@app.callback()
+def main(version: VERSION = False) -> None:
+    """Hangar: model registry and fleet control plane for private AI. Exit codes: 0 ok,
+    1 refused or failed, 2 usage error, 3 not found, 4 refused by the plan (402),
+    5 server unreachable, 6 not allowed (401/403)."""
+    mode.reset()  # per invocation: tests run many in one process
 
 
 def _settings():
@@ -85,12 +95,12 @@ def scheduler() -> None:
 
 
 @app.command()
-def migrate() -> None:
+def migrate(json: JSON = False) -> None:
     """Apply database migrations to HANGAR_DATABASE_URL."""
     from services.cli.server import migrate as run_migrate
 
     run_migrate(_settings())
-    out.print("database is up to date")
+    emit({"migrated": True}, "database is up to date", json)
 
 
 # --- tenants and keys ----------------------------------------------------------
@@ -99,15 +109,18 @@ def migrate() -> None:
 @tenants.command("create")
 def tenants_create(
     name: str,
-    plan: Annotated[str, typer.Option(help="starter, payg or enterprise")] = "starter",
+    plan: Annotated[
+        OpeningPlan, typer.Option(case_sensitive=False, help="starter begins with the trial")
+    ] = OpeningPlan.starter,
     json: JSON = False,
 ) -> None:
     """Create a tenant and print its first admin API key (shown once)."""
-    tenant = call("POST", "/v1/tenants/", token_env=OPERATOR, json={"name": name, "plan": plan})
+    body = {"name": name, "plan": plan.value}
+    tenant = call("POST", "/v1/tenants/", token_env=OPERATOR, json=body)
     if json:
         return print_json(tenant)
-    out.print(f"tenant [bold]{tenant['name']}[/] ({tenant['plan']})  id {tenant['id']}")
-    out.print(f"admin key (shown once): [bold]{tenant['admin_key']['secret']}[/]")
+    say.print(f"tenant {tenant['name']} ({tenant['plan']})  id {tenant['id']}")
+    say.print(f"admin key (shown once): {tenant['admin_key']['secret']}")
 
 
 @tenants.command("ls")
@@ -126,17 +139,17 @@ def tenants_ls(json: JSON = False) -> None:
 def keys_create(
     name: Annotated[str, typer.Option(help="a label for the key")] = "default",
     scope: Annotated[
-        list[str] | None, typer.Option(help="admin, finance or read (repeatable; default admin)")
+        list[Scope] | None,
+        typer.Option(case_sensitive=False, help="repeatable; default admin"),
     ] = None,
     json: JSON = False,
 ) -> None:
     """Create an API key; the secret is shown once."""
-    key = call("POST", "/v1/keys/", json={"name": name, "scopes": scope or ["admin"]})
+    scopes = [s.value for s in scope] if scope else ["admin"]
+    key = call("POST", "/v1/keys/", json={"name": name, "scopes": scopes})
     if json:
         return print_json(key)
-    out.print(
-        f"key {key['id']} ({', '.join(key['scopes'])}): [bold]{key['secret']}[/]  (shown once)"
-    )
+    say.print(f"key {key['id']} ({', '.join(key['scopes'])}): {key['secret']}  (shown once)")
 
 
 @keys.command("ls")
@@ -163,10 +176,14 @@ def keys_ls(json: JSON = False) -> None:
 
 
 @keys.command("revoke")
-def keys_revoke(key_id: uuid.UUID) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id or a unique prefix of it")],
+    json: JSON = False,
+) -> None:
     """Revoke an API key; it stops working at once."""
-    call("DELETE", f"/v1/keys/{key_id}")
-    out.print(f"revoked {key_id}")
+    key_id = ids.resolve(key_id, "/v1/keys/", what="key", listing="hangar keys ls")
+    key = call("DELETE", f"/v1/keys/{key_id}")
+    emit(key or {"id": key_id, "revoked": True}, f"revoked {key_id}", json)
 
 
 # --- registry ------------------------------------------------------------------
@@ -177,21 +194,41 @@ def push(
     path: Path,
     ref: Annotated[str, typer.Argument(help="NAME or NAME:TAG")],
     sign_key: Annotated[Path | None, typer.Option("--sign-key", help=trust.SIGN_KEY_HELP)] = None,
+    json: JSON = False,
 ) -> None:
-    """Upload a GGUF file (resumes an interrupted upload of the same file)."""
+    """Upload a GGUF file (resumes an interrupted upload of the same file). Bytes this
+    tenant already holds (same sha256) are not sent again."""
     result = transfer.push(path, ref, sign_key=sign_key)
     v = result["version"]
-    note = " (already stored: deduplicated)" if result["deduplicated"] else ""
-    out.print(f"{result['model']}:{result['tag']} -> version {v['number']}  {v['digest']}{note}")
+    note = ""
+    if result["deduplicated"]:
+        note = (
+            " (already stored: nothing uploaded)"
+            if not result["uploaded_bytes"]
+            else (" (already stored: deduplicated)")
+        )
+    emit(
+        result,
+        f"{result['model']}:{result['tag']} -> version {v['number']}  {v['digest']}{note}",
+        json,
+    )
 
 
 @app.command()
 def pull(
     ref: Annotated[str, typer.Argument(help="NAME, NAME:TAG or NAME@sha256:…")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="file to write")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="file to write, or a directory (writes NAME.gguf)"),
+    ] = Path("."),
+    json: JSON = False,
 ) -> None:
-    """Download a model version (resumes, verifies the sha256)."""
-    transfer.pull(ref, output)
+    """Download a model version (resumes, verifies the sha256). The destination is
+    checked before any byte moves; a file there with the same digest is kept and
+    nothing is downloaded."""
+    result = transfer.pull(ref, output)
+    note = "  (already there: nothing downloaded)" if result["already_there"] else ""
+    emit(result, f"{result['path']}  {result['digest']}{note}", json)
 
 
 @models.command("ls")
@@ -223,16 +260,14 @@ def models_show(name: str, json: JSON = False) -> None:
     model = call("GET", f"/v1/models/{name}")
     if json:
         return print_json(model)
-    out.print(
-        f"[bold]{model['name']}[/]  tags: {', '.join(f'{t}→{n}' for t, n in model['tags'].items())}"
-    )
+    say.print(f"{model['name']}  tags: {', '.join(f'{t}→{n}' for t, n in model['tags'].items())}")
     show_table(
         ["version", "tags", "digest", "size", "arch", "params", "quant", "ctx", "memory", "signed"],
         [
             [
                 v["number"],
                 ",".join(v["tags"]),
-                v["digest"][7:19] + "…",
+                v["digest"],
                 _size(v["size"]),
                 v["gguf"].get("architecture"),
                 f"{v['gguf'].get('parameter_count', 0) / 1e6:.0f}M",
@@ -249,18 +284,19 @@ def models_show(name: str, json: JSON = False) -> None:
 @models.command("rm")
 def models_rm(
     ref: Annotated[str, typer.Argument(help="NAME:VERSION-NUMBER, NAME:TAG or NAME@sha256:…")],
+    json: JSON = False,
 ) -> None:
     """Delete a version (its blob is freed when no version uses it)."""
     name, version = transfer.split_ref(ref)
     call("DELETE", f"/v1/models/{name}/versions/{version}")
-    out.print(f"deleted {ref}")
+    emit({"deleted": ref}, f"deleted {ref}", json)
 
 
 @models.command("tag")
-def models_tag(name: str, tag: str, version: int) -> None:
+def models_tag(name: str, tag: str, version: int, json: JSON = False) -> None:
     """Point TAG of model NAME at VERSION."""
-    call("PUT", f"/v1/models/{name}/tags/{tag}", json={"version": version})
-    out.print(f"{name}:{tag} -> version {version}")
+    model = call("PUT", f"/v1/models/{name}/tags/{tag}", json={"version": version})
+    emit(model, f"{name}:{tag} -> version {version}", json)
 
 
 # --- jobs ----------------------------------------------------------------------
@@ -282,18 +318,22 @@ def jobs_run(
     at: Annotated[
         str | None, typer.Option(help="act as of this ISO time (backfills), default now")
     ] = None,
+    json: JSON = False,
 ) -> None:
-    """Run one job now through the API (operator; idempotent) and print its report."""
+    """Run one job now through the API (operator; idempotent) and print its report
+    (JSON, with or without --json)."""
     from datetime import datetime
 
     try:
         moment = datetime.fromisoformat(at) if at else None
     except ValueError:
         raise typer.BadParameter(
-            f"--at {at!r} is not an ISO time such as 2026-05-02T01:00:00Z"
+            f"{at!r} is not an ISO time such as 2026-05-02T01:00:00Z", param_hint="--at"
         ) from None
     if moment is not None and moment.tzinfo is None:
-        raise typer.BadParameter(f"--at {at!r} needs a time zone, such as 2026-05-02T01:00:00Z")
+        raise typer.BadParameter(
+            f"{at!r} needs a time zone, such as 2026-05-02T01:00:00Z", param_hint="--at"
+        )
     body = {"at": moment.isoformat()} if moment else {}
     # A month's close for many tenants can take a while: wait up to an hour.
     result = call("POST", f"/v1/jobs/{name}/run", json=body, token_env=OPERATOR, timeout=3600)

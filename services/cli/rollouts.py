@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from services.cli.client import JSON, call, fail, out, print_json, show_table
+from services.cli import ids
+from services.cli.client import JSON, NOT_FOUND, call, fail, print_json, say, show_table
 from services.cli.fleet import labels, seconds
 
 rollout = typer.Typer(
@@ -15,7 +16,10 @@ rollout = typer.Typer(
 )
 
 TARGET = Annotated[
-    str, typer.Argument(help="NAME:TAG (its rollout in progress, else its latest) or a rollout id")
+    str,
+    typer.Argument(
+        help="NAME:TAG (its rollout in progress, else its latest) or a rollout id (or a unique prefix)"
+    ),
 ]
 
 
@@ -24,16 +28,23 @@ def _find(target: str) -> dict[str, Any]:
         return call("GET", f"/v1/rollouts/{uuid.UUID(target)}")
     except ValueError:
         pass
+    if ":" not in target and "@" not in target and ids.looks_like_prefix(target):
+        rows = call("GET", "/v1/rollouts/")
+        if any(str(r["id"]).startswith(target.lower()) for r in rows):
+            return ids.match(target, rows, what="rollout", listing="hangar rollout ls")
     found = call("GET", "/v1/rollouts/", params={"model": target})
     if not found:
-        fail(f"no rollout of {target}; start one with `hangar rollout start {target} --to VERSION`")
+        fail(
+            f"no rollout of {target}; start one with `hangar rollout start {target} --to VERSION`",
+            NOT_FOUND,
+        )
     return next((r for r in found if r["finished_at"] is None), found[0])
 
 
 def _show(r: dict[str, Any], json: bool) -> None:
     if json:
         return print_json(r)
-    out.print(
+    say.print(
         f"rollout {r['id']}: {r['model']} version {r['from_version']} -> {r['to_version']}, "
         f"{r['state']}, wave {r['wave']} of {len(r['steps'])}"
         + (f" ({r['reason']})" if r["reason"] else "")

@@ -12,7 +12,7 @@ import typer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.cli.client import JSON, call, fail, out, print_json, show_table
+from services.cli.client import JSON, USAGE, call, emit, fail, print_json, say, show_table
 from wire.signing import MAX_KEY_BYTES, Signature, SigningError, load_private_key, sign
 
 trust = typer.Typer(
@@ -57,9 +57,7 @@ def trust_add(
     except OSError as exc:
         fail(f"cannot read {public_key}: {exc.strerror or exc}")
     key = call("POST", "/v1/trust/keys", json={"name": name, "public_key": text})
-    if json:
-        return print_json(key)
-    out.print(f"trusted {key['name']}  {key['key_id']}")
+    emit(key, f"trusted {key['name']}  {key['key_id']}", json)
 
 
 @trust.command("ls")
@@ -68,7 +66,7 @@ def trust_ls(json: JSON = False) -> None:
     found = call("GET", "/v1/trust/")
     if json:
         return print_json(found)
-    out.print(f"signatures required: {'on' if found['require_signatures'] else 'off'}")
+    say.print(f"signatures required: {'on' if found['require_signatures'] else 'off'}")
     show_table(
         ["name", "key id", "added"],
         [[k["name"], k["key_id"], k["created_at"]] for k in found["keys"]],
@@ -76,10 +74,10 @@ def trust_ls(json: JSON = False) -> None:
 
 
 @trust.command("rm")
-def trust_rm(name: str) -> None:
+def trust_rm(name: str, json: JSON = False) -> None:
     """Stop trusting a key: nodes unload models only it signed at their next sync."""
     call("DELETE", f"/v1/trust/keys/{name}")
-    out.print(f"no longer trusted: {name}")
+    emit({"name": name, "trusted": False}, f"no longer trusted: {name}", json)
 
 
 @trust.command("require")
@@ -90,20 +88,19 @@ def trust_require(
     if state not in ("on", "off"):
         raise typer.BadParameter(f"{state!r}: say on or off")
     found = call("PUT", "/v1/trust/require", json={"require_signatures": state == "on"})
-    if json:
-        return print_json(found)
-    out.print(f"signatures required: {state}")
+    emit(found, f"signatures required: {state}", json)
 
 
 @trust.command("keygen")
 def trust_keygen(
     path: Annotated[Path, typer.Argument(help="writes PATH.pem (private, 0600) and PATH.pub")],
+    json: JSON = False,
 ) -> None:
     """Make an Ed25519 key pair for signing models (keep the .pem to yourself)."""
     private, public = path.with_suffix(".pem"), path.with_suffix(".pub")
     for p in (private, public):
         if p.exists():
-            fail(f"{p} exists; not overwriting a key")
+            fail(f"{p} exists; not overwriting a key", USAGE)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -118,7 +115,11 @@ def trust_keygen(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    out.print(f"wrote {private} (private) and {public}; `hangar trust add NAME {public}`")
+    emit(
+        {"private_key": str(private), "public_key": str(public)},
+        f"wrote {private} (private) and {public}; `hangar trust add NAME {public}`",
+        json,
+    )
 
 
 def models_sign(
@@ -138,9 +139,11 @@ def models_sign(
         f"/v1/models/{name}/versions/{version}/signatures",
         json={"signature": sig.model_dump()},
     )
-    if json:
-        return print_json(signed)
-    out.print(f"signed {name} version {signed['number']} ({signed['digest']}) with {sig.key_id}")
+    emit(
+        signed,
+        f"signed {name} version {signed['number']} ({signed['digest']}) with {sig.key_id}",
+        json,
+    )
 
 
 def register(app: typer.Typer, models: typer.Typer) -> None:

@@ -130,8 +130,8 @@ async def test_cli_errors_are_actionable(tenants, base_url, tmp_path):
     t = await tenants.create()
     env = cli_env(base_url, t, tmp_path)
     code, out = await hangar_cli("models", "show", "nope", env=env)
-    assert code == 1 and "404" in out and "hangar models ls" in out
+    assert code == 3 and "404" in out and "hangar models ls" in out  # 3: not found
     code, out = await hangar_cli("models", "ls", env={**env, "HANGAR_URL": "http://127.0.0.1:1"})
-    assert code == 1 and "cannot reach Hangar" in out
+    assert code == 5 and "server unreachable at http://127.0.0.1:1" in out  # 5: unreachable
     code, out = await hangar_cli("models", "ls", env={**env, "HANGAR_TOKEN": ""})
-    assert code == 1 and "HANGAR_TOKEN" in out
+    assert code == 6 and "HANGAR_TOKEN" in out and "hangar login" in out  # 6: no token
