@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import signal
+import socket
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -59,7 +62,9 @@ def migrate(settings: Settings) -> None:
     upgrade(settings.database.url)
 
 
-async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
+async def _serve(
+    settings: Settings, *, api: bool, jobs: bool, sock: socket.socket | None = None
+) -> None:
     from services.api.app import create_app
     from services.components import Components
     from services.scheduler import build_scheduler
@@ -76,9 +81,12 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
                 host=settings.host,
                 port=settings.port,
                 log_level="info",
+                # A line per request is thousands a second from a fleet's heartbeats;
+                # the metrics middleware counts requests, the app logs what matters.
+                access_log=False,
                 timeout_graceful_shutdown=10,
             )
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[sock] if sock else None)
         else:
             await asyncio.Event().wait()  # until Ctrl-C
     finally:
@@ -87,12 +95,67 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
         await hangar.close()
 
 
-def run(settings: Settings, *, api: bool = True, jobs: bool = True) -> None:
+def run(
+    settings: Settings, *, api: bool = True, jobs: bool = True, sock: socket.socket | None = None
+) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
-        asyncio.run(_serve(settings, api=api, jobs=jobs))
+    # uvloop: the event loop itself is a large share of a heartbeat's cost.
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop()) as runner:
+        runner.run(_serve(settings, api=api, jobs=jobs, sock=sock))
+
+
+def _loop():
+    try:
+        import uvloop
+    except ImportError:  # not on every platform; asyncio's own loop works too
+        return None
+    return uvloop.new_event_loop
+
+
+def serve_workers(settings: Settings, workers: int) -> None:
+    """``hangar serve --workers N``: N API processes accepting on one listening socket
+    (bound here, inherited by fork), so one control plane uses every core. Each worker
+    has its own connection pools; Ctrl-C or SIGTERM here stops them all."""
+    if workers <= 1:
+        run(settings, api=True, jobs=False)
+        return
+    sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: it serves until its parent tells it to stop
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = 0
+            try:
+                run(settings, api=True, jobs=False, sock=sock)
+            except BaseException:
+                log.exception("API worker %d stopped", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    log.info("serving on %s:%s with %d worker processes", settings.host, settings.port, workers)
+
+    def stop(*_: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for pid in children:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
 
 
 def up(settings: Settings, data_dir: Path, port: int) -> None:
