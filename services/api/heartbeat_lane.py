@@ -116,6 +116,10 @@ class HeartbeatLane:
                         max_size=database.pool_size,
                         # Heartbeats only ever run this statement: keep it prepared.
                         statement_cache_size=16,
+                        # One autocommit statement leaves no session state behind, so
+                        # the reset query asyncpg runs on every release (a round trip
+                        # per heartbeat) has nothing to do.
+                        reset=_no_reset,
                     )
         return self._pool
 
@@ -127,6 +131,10 @@ class HeartbeatLane:
             await send(message)
 
         return wrapped
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    return None
 
 
 def _credential(scope: Scope) -> str | None:
