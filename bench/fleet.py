@@ -11,7 +11,12 @@ the first page of `nodes ls`, the offline-detection job and the peers query.
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio streams in its
 own processes, so it takes as little of the shared CPU as it can.
 
-    uv run --all-extras python -m bench.fleet [--nodes 100000] [--active 3000] [--seconds 20]
+Then (``bench.fleet_pulls``) --pull-nodes node processes on one site pull one
+--blob-mib blob: control-plane bytes sent and time to the last node ready, all at once
+vs first one node then the site from it (peers).
+
+    uv run --all-extras python -m bench.fleet [--part all|heartbeats|pulls] [--nodes 100000]
+        [--active 3000] [--seconds 20] [--workers 2] [--pull-nodes 8] [--blob-mib 1024]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench import fleet_pulls
 from bench.common import NODE_COLUMNS, hangar_api, new_tenant
 from core.db import make_engine, make_sessionmaker, transaction
 from core.secrets import hash_secret
@@ -90,7 +96,10 @@ async def insert_nodes(url: str, tenant_id: str, count: int) -> None:
 
 
 def enroll(base: str, admin: str, count: int) -> tuple[str, list[str]]:
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as http:
+    # Generous timeouts: the machine is shared, a request may wait behind other work.
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+    ) as http:
         token = http.post("/v1/enrollment-tokens/", json={"max_uses": count}).json()["secret"]
         creds, tenant_id = [], ""
         for i in range(count):
@@ -186,7 +195,7 @@ def api_rate(base: str, creds: list[str], clients: int, seconds: float, procs: i
 async def full_beats(base: str, creds: list[str]) -> None:
     """Each active node's first heartbeat: the state the light ones then refer to."""
     sem = asyncio.Semaphore(32)
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
 
         async def one(cred: str) -> None:
             async with sem:
@@ -224,7 +233,9 @@ async def direct_rate(url: str, creds: list[str], clients: int, seconds: float) 
 
 async def queries(base: str, admin: str, url: str, tenant_id: str) -> list[tuple[str, float]]:
     out = []
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as h:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+    ) as h:
         await h.get("/v1/nodes/", params={"limit": 100})  # warm
         start = time.perf_counter()
         resp = await h.get("/v1/nodes/", params={"limit": 100})
@@ -259,38 +270,54 @@ async def queries(base: str, admin: str, url: str, tenant_id: str) -> list[tuple
     return out
 
 
+def heartbeats_part(stack, args) -> None:
+    admin = new_tenant(stack.base, stack.operator_token)
+    t0 = time.perf_counter()
+    tenant_id, creds = enroll(stack.base, admin, args.active)
+    print(f"enrolled {args.active} nodes through the API in {time.perf_counter() - t0:.1f}s")
+    t0 = time.perf_counter()
+    asyncio.run(insert_nodes(stack.database_url, tenant_id, args.nodes - args.active))
+    print(f"inserted {args.nodes - args.active} more rows in {time.perf_counter() - t0:.1f}s")
+    asyncio.run(full_beats(stack.base, creds))
+    ours = api_rate(stack.base, creds, args.clients, args.seconds, args.generators)
+    direct = asyncio.run(direct_rate(stack.database_url, creds, args.clients, args.seconds))
+    print(
+        f"\nlight heartbeats, {args.active} active senders of {args.nodes} nodes, "
+        f"{args.clients} in flight, {args.seconds:.0f}s each, {os.cpu_count()} CPUs, "
+        f"{args.workers} API process(es), load average {os.getloadavg()[0]:.1f} "
+        "(other work on the machine)"
+    )
+    print(f"{'':<28}{'Hangar API/s':>14}{'asyncpg/s':>12}{'ratio':>8}")
+    print(f"{'heartbeats':<28}{ours:>14.0f}{direct:>12.0f}{ours / direct:>8.2f}")
+    print(f"at 30 s per node, this control plane keeps {ours * 30:,.0f} nodes\n")
+    for label, seconds in asyncio.run(queries(stack.base, admin, stack.database_url, tenant_id)):
+        print(f"{label:<52}{seconds * 1000:>10.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--part", choices=["all", "heartbeats", "pulls"], default="all")
     parser.add_argument("--nodes", type=int, default=100_000)
     parser.add_argument("--active", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--generators", type=int, default=2, help="load generator processes")
     parser.add_argument("--workers", type=int, default=2, help="API processes (serve --workers)")
+    parser.add_argument("--pull-nodes", type=int, default=8, help="node processes on one site")
+    parser.add_argument("--blob-mib", type=int, default=1024, help="size of the pulled blob")
+    parser.add_argument("--pull-timeout", type=float, default=1800)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, hangar_api(Path(tmp), workers=args.workers) as stack:
-        admin = new_tenant(stack.base, stack.operator_token)
-        t0 = time.perf_counter()
-        tenant_id, creds = enroll(stack.base, admin, args.active)
-        print(f"enrolled {args.active} nodes through the API in {time.perf_counter() - t0:.1f}s")
-        t0 = time.perf_counter()
-        asyncio.run(insert_nodes(stack.database_url, tenant_id, args.nodes - args.active))
-        print(f"inserted {args.nodes - args.active} more rows in {time.perf_counter() - t0:.1f}s")
-        asyncio.run(full_beats(stack.base, creds))
-        ours = api_rate(stack.base, creds, args.clients, args.seconds, args.generators)
-        direct = asyncio.run(direct_rate(stack.database_url, creds, args.clients, args.seconds))
-        print(
-            f"\nlight heartbeats, {args.active} active senders of {args.nodes} nodes, "
-            f"{args.clients} in flight, {args.seconds:.0f}s each, {os.cpu_count()} CPUs, "
-            f"load average {os.getloadavg()[0]:.1f} (other work on the machine)"
-        )
-        print(f"{'':<28}{'Hangar API/s':>14}{'asyncpg/s':>12}{'ratio':>8}")
-        print(f"{'heartbeats':<28}{ours:>14.0f}{direct:>12.0f}{ours / direct:>8.2f}")
-        print(f"at 30 s per node, {args.workers} API process(es) keep {ours * 30:,.0f} nodes\n")
-        for label, seconds in asyncio.run(
-            queries(stack.base, admin, stack.database_url, tenant_id)
-        ):
-            print(f"{label:<52}{seconds * 1000:>10.1f} ms")
+        if args.part in ("all", "heartbeats"):
+            heartbeats_part(stack, args)
+        if args.part in ("all", "pulls"):
+            fleet_pulls.run(
+                Path(tmp),
+                stack,
+                nodes=args.pull_nodes,
+                size_mib=args.blob_mib,
+                timeout=args.pull_timeout,
+            )
 
 
 if __name__ == "__main__":
