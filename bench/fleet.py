@@ -4,8 +4,8 @@ N node rows (default 100,000) in one tenant: --active of them enrolled through t
 the rest inserted straight into Postgres (enrolling 100,000 machines over HTTP only
 measures enrollment). The active nodes send one full heartbeat, then light ones
 (state hash + counters, what an idle node sends) through the API with --clients in
-flight; the baseline is the same UPDATE sent straight to Postgres with asyncpg at the
-same concurrency. Prints heartbeats/s for both and the ratio, then times, at N nodes:
+flight; the baseline is the same statement sent straight to Postgres with asyncpg at the
+same concurrency, over as many connections as the API's heartbeat pools hold. Prints heartbeats/s for both and the ratio, then times, at N nodes:
 the first page of `nodes ls`, the offline-detection job and the peers query.
 
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio streams in its
@@ -209,8 +209,18 @@ async def full_beats(base: str, creds: list[str]) -> None:
         await asyncio.gather(*(one(c) for c in creds))
 
 
-async def direct_rate(url: str, creds: list[str], clients: int, seconds: float) -> float:
-    pool = await asyncpg.create_pool(_pg(url), min_size=clients, max_size=clients)
+async def _no_reset(conn) -> None:
+    return None
+
+
+async def direct_rate(
+    url: str, creds: list[str], clients: int, seconds: float, connections: int
+) -> float:
+    """The same statement, ``clients`` in flight over ``connections`` database
+    connections: what the API's heartbeat pools hold (one per worker)."""
+    pool = await asyncpg.create_pool(
+        _pg(url), min_size=connections, max_size=connections, reset=_no_reset
+    )
     hashes = [hash_secret(c) for c in creds]
     # What the API stores for the same beat (an idle node's counters).
     counters = json.dumps(Heartbeat().counters.model_dump(mode="json"))
@@ -218,12 +228,11 @@ async def direct_rate(url: str, creds: list[str], clients: int, seconds: float) 
 
     async def worker(k: int) -> int:
         done, i = 0, k
-        async with pool.acquire() as conn:
-            stmt = await conn.prepare(IDLE_SQL)
-            while time.perf_counter() < until:
-                await stmt.fetchrow(counters, hashes[i % len(hashes)], 0, 0, 0)
-                i += clients
-                done += 1
+        while time.perf_counter() < until:
+            async with pool.acquire() as conn:
+                await conn.fetchrow(IDLE_SQL, counters, hashes[i % len(hashes)], 0, 0, 0)
+            i += clients
+            done += 1
         return done
 
     total = sum(await asyncio.gather(*(worker(k) for k in range(clients))))
@@ -280,11 +289,15 @@ def heartbeats_part(stack, args) -> None:
     print(f"inserted {args.nodes - args.active} more rows in {time.perf_counter() - t0:.1f}s")
     asyncio.run(full_beats(stack.base, creds))
     ours = api_rate(stack.base, creds, args.clients, args.seconds, args.generators)
-    direct = asyncio.run(direct_rate(stack.database_url, creds, args.clients, args.seconds))
+    connections = args.workers * DatabaseSettings().pool_size
+    direct = asyncio.run(
+        direct_rate(stack.database_url, creds, args.clients, args.seconds, connections)
+    )
     print(
         f"\nlight heartbeats, {args.active} active senders of {args.nodes} nodes, "
         f"{args.clients} in flight, {args.seconds:.0f}s each, {os.cpu_count()} CPUs, "
-        f"{args.workers} API process(es), load average {os.getloadavg()[0]:.1f} "
+        f"{args.workers} API process(es), {connections} database connections each side, "
+        f"load average {os.getloadavg()[0]:.1f} "
         "(other work on the machine)"
     )
     print(f"{'':<28}{'Hangar API/s':>14}{'asyncpg/s':>12}{'ratio':>8}")
