@@ -5,8 +5,9 @@ the rest inserted straight into Postgres (enrolling 100,000 machines over HTTP o
 measures enrollment). The active nodes send one full heartbeat, then light ones
 (state hash + counters, what an idle node sends) through the API with --clients in
 flight; the baseline is the same statement sent straight to Postgres with asyncpg at the
-same concurrency, over as many connections as the API's heartbeat pools hold. Prints heartbeats/s for both and the ratio, then times, at N nodes:
-the first page of `nodes ls`, the offline-detection job and the peers query.
+same concurrency, over as many connections as the API's heartbeat pools hold. Prints
+heartbeats/s for both and the ratio, then times, at N nodes: the first page of
+`nodes ls`, the offline-detection job and the peers query.
 
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio streams in its
 own processes, so it takes as little of the shared CPU as it can.
