@@ -3,9 +3,10 @@
 A rollout moves the tag's nodes to a new version in cumulative waves (``1,10%,50%,100%``).
 A moved node first fetches the new version beside the old one (it keeps serving the
 old under the tag), and is switched once the new one is ready there; it is healthy
-when, after the bake time, the new version is loaded and the node's error counter
-stayed under the threshold. Past ``max_unhealthy`` unhealthy nodes every moved node
-goes back to the old version. When the last wave is healthy the tag itself moves.
+when, after the bake time, the new version is loaded and its own error counter (the
+node counts per version) stayed under the threshold. A moved node that stays offline,
+or does not get the version ready, past a timeout is unhealthy: no rollout waits for
+ever. Past ``max_unhealthy`` unhealthy nodes every moved node goes back to the old version. When the last wave is healthy the tag itself moves.
 
 All state is in Postgres and every step is conditional on it, so the scheduler job
 (``advance_all``) can run any number of times, or stop half-way, and nothing moves twice:
