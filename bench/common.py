@@ -34,8 +34,11 @@ def hangar_stack(root: Path, *, part_size: int = 16 * 1024 * 1024):
 
 
 @contextmanager
-def hangar_api(root: Path, *, part_size: int = 16 * 1024 * 1024) -> Iterator[Stack]:
-    """The same, also giving the database URL (for baselines measured in the database)."""
+def hangar_api(
+    root: Path, *, part_size: int = 16 * 1024 * 1024, workers: int = 1
+) -> Iterator[Stack]:
+    """The same, also giving the database URL (for baselines measured in the database);
+    ``workers``: API processes (``hangar serve --workers``)."""
     pg, s3 = EmbeddedPostgres(root), EmbeddedS3(root)
     url = pg.start()
     try:
@@ -52,7 +55,8 @@ def hangar_api(root: Path, *, part_size: int = 16 * 1024 * 1024) -> Iterator[Sta
             "HANGAR_REGISTRY_PART_SIZE": str(part_size),
         }
         api = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "serve", "--port", str(port)],
+            [sys.executable, "-m", "services.cli.main", "serve", "--port", str(port)]
+            + ["--workers", str(workers)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -4,14 +4,20 @@ N node rows (default 100,000) in one tenant: --active of them enrolled through t
 the rest inserted straight into Postgres (enrolling 100,000 machines over HTTP only
 measures enrollment). The active nodes send one full heartbeat, then light ones
 (state hash + counters, what an idle node sends) through the API with --clients in
-flight; the baseline is the same UPDATE sent straight to Postgres with asyncpg at the
-same concurrency. Prints heartbeats/s for both and the ratio, then times, at N nodes:
-the first page of `nodes ls`, the offline-detection job and the peers query.
+flight; the baseline is the same statement sent straight to Postgres with asyncpg at the
+same concurrency, over as many connections as the API's heartbeat pools hold. Prints
+heartbeats/s for both and the ratio, then times, at N nodes: the first page of
+`nodes ls`, the offline-detection job and the peers query.
 
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio streams in its
 own processes, so it takes as little of the shared CPU as it can.
 
-    uv run --all-extras python -m bench.fleet [--nodes 100000] [--active 3000] [--seconds 20]
+Then (``bench.fleet_pulls``) --pull-nodes node processes on one site pull one
+--blob-mib blob: control-plane bytes sent and time to the last node ready, all at once
+vs first one node then the site from it (peers).
+
+    uv run --all-extras python -m bench.fleet [--part all|heartbeats|pulls] [--nodes 100000]
+        [--active 3000] [--seconds 20] [--workers 2] [--pull-nodes 8] [--blob-mib 1024]
 """
 
 from __future__ import annotations
@@ -31,29 +37,17 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench import fleet_pulls
 from bench.common import NODE_COLUMNS, hangar_api, new_tenant
 from core.db import make_engine, make_sessionmaker, transaction
 from core.secrets import hash_secret
 from core.settings import DatabaseSettings
-from fleet.heartbeats import peers
+from fleet.heartbeats import IDLE_SQL, peers
 from fleet.nodes import mark_offline
 from wire.contract import NODE_CREDENTIAL_PREFIX, Heartbeat, NodeFacts, state_hash
 
 FACTS = NodeFacts(hostname="bench", os="linux", arch="x86_64", cpu_cores=8, memory_bytes=16 * 10**9)
 DIGEST = "sha256:" + "ab" * 32
-
-# The statement a light heartbeat costs, as fleet.heartbeats issues it (credential
-# lookup and update in one), for the asyncpg baseline.
-LIGHT_UPDATE = """
-update nodes set last_seen_at = now(), status = 'online',
-  status_changed_at = case when nodes.status <> 'online' then now() else nodes.status_changed_at end,
-  report = case when nodes.report -> 'counters' = $2::jsonb then nodes.report
-                else jsonb_set(nodes.report, '{counters}', $2::jsonb) end
-from (select id, report -> 'counters' as counters, state_hash from nodes
-      where credential_hash = $1 for update) as before
-where nodes.id = before.id and nodes.revoked_at is null and nodes.disabled_at is null
-returning nodes.id, nodes.tenant_id, nodes.desired_revision, before.counters, before.state_hash
-"""
 
 
 def _pg(url: str) -> str:
@@ -103,7 +97,10 @@ async def insert_nodes(url: str, tenant_id: str, count: int) -> None:
 
 
 def enroll(base: str, admin: str, count: int) -> tuple[str, list[str]]:
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as http:
+    # Generous timeouts: the machine is shared, a request may wait behind other work.
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+    ) as http:
         token = http.post("/v1/enrollment-tokens/", json={"max_uses": count}).json()["secret"]
         creds, tenant_id = [], ""
         for i in range(count):
@@ -199,7 +196,7 @@ def api_rate(base: str, creds: list[str], clients: int, seconds: float, procs: i
 async def full_beats(base: str, creds: list[str]) -> None:
     """Each active node's first heartbeat: the state the light ones then refer to."""
     sem = asyncio.Semaphore(32)
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
 
         async def one(cred: str) -> None:
             async with sem:
@@ -213,31 +210,30 @@ async def full_beats(base: str, creds: list[str]) -> None:
         await asyncio.gather(*(one(c) for c in creds))
 
 
-async def direct_rate(url: str, creds: list[str], clients: int, seconds: float) -> float:
-    pool = await asyncpg.create_pool(_pg(url), min_size=clients, max_size=clients)
-    hashes = [hash_secret(c) for c in creds]
-    counters = json.dumps(
-        {
-            "requests": 0,
-            "completed": 0,
-            "errors": 0,
-            "rejected": 0,
-            "forwarded": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-        }
+async def _no_reset(conn) -> None:
+    return None
+
+
+async def direct_rate(
+    url: str, creds: list[str], clients: int, seconds: float, connections: int
+) -> float:
+    """The same statement, ``clients`` in flight over ``connections`` database
+    connections: what the API's heartbeat pools hold (one per worker)."""
+    pool = await asyncpg.create_pool(
+        _pg(url), min_size=connections, max_size=connections, reset=_no_reset
     )
+    hashes = [hash_secret(c) for c in creds]
+    # What the API stores for the same beat (an idle node's counters).
+    counters = json.dumps(Heartbeat().counters.model_dump(mode="json"))
     until = time.perf_counter() + seconds
 
     async def worker(k: int) -> int:
         done, i = 0, k
-        async with pool.acquire() as conn:
-            stmt = await conn.prepare(LIGHT_UPDATE)
-            while time.perf_counter() < until:
-                async with conn.transaction():
-                    await stmt.fetchrow(hashes[i % len(hashes)], counters)
-                i += clients
-                done += 1
+        while time.perf_counter() < until:
+            async with pool.acquire() as conn:
+                await conn.fetchrow(IDLE_SQL, counters, hashes[i % len(hashes)], 0, 0, 0)
+            i += clients
+            done += 1
         return done
 
     total = sum(await asyncio.gather(*(worker(k) for k in range(clients))))
@@ -247,7 +243,9 @@ async def direct_rate(url: str, creds: list[str], clients: int, seconds: float) 
 
 async def queries(base: str, admin: str, url: str, tenant_id: str) -> list[tuple[str, float]]:
     out = []
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as h:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+    ) as h:
         await h.get("/v1/nodes/", params={"limit": 100})  # warm
         start = time.perf_counter()
         resp = await h.get("/v1/nodes/", params={"limit": 100})
@@ -282,37 +280,58 @@ async def queries(base: str, admin: str, url: str, tenant_id: str) -> list[tuple
     return out
 
 
+def heartbeats_part(stack, args) -> None:
+    admin = new_tenant(stack.base, stack.operator_token)
+    t0 = time.perf_counter()
+    tenant_id, creds = enroll(stack.base, admin, args.active)
+    print(f"enrolled {args.active} nodes through the API in {time.perf_counter() - t0:.1f}s")
+    t0 = time.perf_counter()
+    asyncio.run(insert_nodes(stack.database_url, tenant_id, args.nodes - args.active))
+    print(f"inserted {args.nodes - args.active} more rows in {time.perf_counter() - t0:.1f}s")
+    asyncio.run(full_beats(stack.base, creds))
+    ours = api_rate(stack.base, creds, args.clients, args.seconds, args.generators)
+    connections = args.workers * DatabaseSettings().pool_size
+    direct = asyncio.run(
+        direct_rate(stack.database_url, creds, args.clients, args.seconds, connections)
+    )
+    print(
+        f"\nlight heartbeats, {args.active} active senders of {args.nodes} nodes, "
+        f"{args.clients} in flight, {args.seconds:.0f}s each, {os.cpu_count()} CPUs, "
+        f"{args.workers} API process(es), {connections} database connections each side, "
+        f"load average {os.getloadavg()[0]:.1f} "
+        "(other work on the machine)"
+    )
+    print(f"{'':<28}{'Hangar API/s':>14}{'asyncpg/s':>12}{'ratio':>8}")
+    print(f"{'heartbeats':<28}{ours:>14.0f}{direct:>12.0f}{ours / direct:>8.2f}")
+    print(f"at 30 s per node, this control plane keeps {ours * 30:,.0f} nodes\n")
+    for label, seconds in asyncio.run(queries(stack.base, admin, stack.database_url, tenant_id)):
+        print(f"{label:<52}{seconds * 1000:>10.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--part", choices=["all", "heartbeats", "pulls"], default="all")
     parser.add_argument("--nodes", type=int, default=100_000)
     parser.add_argument("--active", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--generators", type=int, default=2, help="load generator processes")
+    parser.add_argument("--workers", type=int, default=2, help="API processes (serve --workers)")
+    parser.add_argument("--pull-nodes", type=int, default=8, help="node processes on one site")
+    parser.add_argument("--blob-mib", type=int, default=1024, help="size of the pulled blob")
+    parser.add_argument("--pull-timeout", type=float, default=1800)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, hangar_api(Path(tmp)) as stack:
-        admin = new_tenant(stack.base, stack.operator_token)
-        t0 = time.perf_counter()
-        tenant_id, creds = enroll(stack.base, admin, args.active)
-        print(f"enrolled {args.active} nodes through the API in {time.perf_counter() - t0:.1f}s")
-        t0 = time.perf_counter()
-        asyncio.run(insert_nodes(stack.database_url, tenant_id, args.nodes - args.active))
-        print(f"inserted {args.nodes - args.active} more rows in {time.perf_counter() - t0:.1f}s")
-        asyncio.run(full_beats(stack.base, creds))
-        ours = api_rate(stack.base, creds, args.clients, args.seconds, args.generators)
-        direct = asyncio.run(direct_rate(stack.database_url, creds, args.clients, args.seconds))
-        print(
-            f"\nlight heartbeats, {args.active} active senders of {args.nodes} nodes, "
-            f"{args.clients} in flight, {args.seconds:.0f}s each, {os.cpu_count()} CPUs, "
-            f"load average {os.getloadavg()[0]:.1f} (other work on the machine)"
-        )
-        print(f"{'':<28}{'Hangar API/s':>14}{'asyncpg/s':>12}{'ratio':>8}")
-        print(f"{'heartbeats':<28}{ours:>14.0f}{direct:>12.0f}{ours / direct:>8.2f}")
-        print(f"at 30 s per node, one API process keeps {ours * 30:,.0f} nodes\n")
-        for label, seconds in asyncio.run(
-            queries(stack.base, admin, stack.database_url, tenant_id)
-        ):
-            print(f"{label:<52}{seconds * 1000:>10.1f} ms")
+    with tempfile.TemporaryDirectory() as tmp, hangar_api(Path(tmp), workers=args.workers) as stack:
+        if args.part in ("all", "heartbeats"):
+            heartbeats_part(stack, args)
+        if args.part in ("all", "pulls"):
+            fleet_pulls.run(
+                Path(tmp),
+                stack,
+                nodes=args.pull_nodes,
+                size_mib=args.blob_mib,
+                timeout=args.pull_timeout,
+            )
 
 
 if __name__ == "__main__":

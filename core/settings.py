@@ -60,6 +60,10 @@ class FleetSettings(BaseSettings):
     # A rolled-out version is unhealthy on a node once errors exceed this share of its
     # requests since the switch (at least one error).
     rollout_error_ratio: float = 0.05
+    # A node a rollout moved that stays offline this long, or has not got the new version
+    # ready this long after being moved, counts as unhealthy: no rollout waits for ever.
+    rollout_offline_seconds: int = 600
+    rollout_ready_seconds: int = 3600
 
 
 class StripeSettings(BaseSettings):

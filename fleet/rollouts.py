@@ -3,9 +3,10 @@
 A rollout moves the tag's nodes to a new version in cumulative waves (``1,10%,50%,100%``).
 A moved node first fetches the new version beside the old one (it keeps serving the
 old under the tag), and is switched once the new one is ready there; it is healthy
-when, after the bake time, the new version is loaded and the node's error counter
-stayed under the threshold. Past ``max_unhealthy`` unhealthy nodes every moved node
-goes back to the old version. When the last wave is healthy the tag itself moves.
+when, after the bake time, the new version is loaded and its own error counter (the
+node counts per version) stayed under the threshold. A moved node that stays offline,
+or does not get the version ready, past a timeout is unhealthy: no rollout waits for
+ever. Past ``max_unhealthy`` unhealthy nodes every moved node goes back to the old version. When the last wave is healthy the tag itself moves.
 
 All state is in Postgres and every step is conditional on it, so the scheduler job
 (``advance_all``) can run any number of times, or stop half-way, and nothing moves twice:
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -25,12 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import utcnow
 from core.errors import BadRequest, Conflict, NotFound
+from core.settings import FleetSettings
 from fleet.models import Deployment, Node, Rollout, RolloutNode
 from fleet.revisions import bump_nodes, model_changed, targets
 from fleet.schemas import RolloutNodeOut, RolloutOut, RolloutWave, check_labels
 from registry import service as registry
 from registry.models import Model, ModelVersion
-from wire.contract import Counters, ModelStatus, SyncState
+from wire.contract import Counters, ModelCounters, ModelStatus, SyncState
 from wire.refs import is_digest, parse_tag_ref
 
 
@@ -68,6 +71,27 @@ class NodeState(StrEnum):
 
 # Nodes whose desired state names the new version under the tag.
 ON_NEW = {NodeState.serving, NodeState.healthy}
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the rollout's health gate holds a node to (settings, fixed per job run)."""
+
+    error_ratio: float
+    # A moved node marked offline (the ``offline`` job) for this long is unhealthy:
+    # a machine switched off mid-wave never holds a rollout up for ever.
+    offline_after: timedelta
+    # A moved node that has not got the new version ready in this long is unhealthy
+    # (a download that never ends, a version that never loads).
+    ready_within: timedelta
+
+    @classmethod
+    def of(cls, fleet: FleetSettings) -> Health:
+        return cls(
+            error_ratio=fleet.rollout_error_ratio,
+            offline_after=timedelta(seconds=fleet.rollout_offline_seconds),
+            ready_within=timedelta(seconds=fleet.rollout_ready_seconds),
+        )
 
 
 def _move(rollout: Rollout, to: RolloutState, *, reason: str | None = None) -> None:
@@ -153,7 +177,7 @@ async def start(
     steps: list[str],
     bake_seconds: int,
     max_unhealthy: int,
-    error_ratio: float,
+    health: Health,
 ) -> RolloutOut:
     ref = parse_tag_ref(model)
     if is_digest(ref.ref):
@@ -193,7 +217,7 @@ async def start(
             f"a rollout of {ref.name}:{ref.ref} is already in progress; "
             f"`hangar rollout status {ref.name}:{ref.ref}` shows it, `abort` stops it"
         ) from None
-    await _advance(session, rollout, now=utcnow(), error_ratio=error_ratio)
+    await _advance(session, rollout, now=utcnow(), health=health)
     return await rollout_out(session, rollout)
 
 
@@ -228,7 +252,7 @@ async def _roll_back(
     await bump_nodes(session, node_ids=[r.node_id for r in moved])
 
 
-async def advance_all(session: AsyncSession, *, now: datetime, error_ratio: float) -> dict:
+async def advance_all(session: AsyncSession, *, now: datetime, health: Health) -> dict:
     """The scheduler job: one step for every running rollout (others wait their turn)."""
     rollouts = list(
         await session.scalars(
@@ -238,7 +262,7 @@ async def advance_all(session: AsyncSession, *, now: datetime, error_ratio: floa
         )
     )
     for rollout in rollouts:
-        await _advance(session, rollout, now=now, error_ratio=error_ratio)
+        await _advance(session, rollout, now=now, health=health)
     return {"rollouts": {str(r.id): r.state for r in rollouts}}
 
 
@@ -249,18 +273,46 @@ def _status(node: Node, digest: str) -> ModelStatus | None:
     return None
 
 
+def _model_counters(node: Node, digest: str) -> ModelCounters:
+    """The new version's own counters: errors of other models on the node do not count."""
+    counters = Counters.model_validate((node.report or {}).get("counters") or {})
+    return counters.by_model.get(digest) or ModelCounters()
+
+
+def _unreachable(row: RolloutNode, node: Node, *, now: datetime, health: Health) -> str | None:
+    """Why a node that cannot report counts as unhealthy now, if it does."""
+    if node.status == "offline" and (
+        node.status_changed_at is None or now - node.status_changed_at >= health.offline_after
+    ):
+        return f"offline for more than {_human(health.offline_after)} during the rollout"
+    if node.revoked_at is not None or node.disabled_at is not None:
+        return "revoked or disabled during the rollout"
+    if row.state == NodeState.moving and now - row.moved_at >= health.ready_within:
+        return f"the new version was not ready within {_human(health.ready_within)}"
+    return None
+
+
+def _human(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    return f"{seconds // 60} min" if seconds % 60 == 0 and seconds >= 60 else f"{seconds} s"
+
+
 def _evaluate(
-    row: RolloutNode, node: Node, *, digest: str, bake: timedelta, now: datetime, ratio: float
+    row: RolloutNode, node: Node, *, digest: str, bake: timedelta, now: datetime, health: Health
 ) -> bool:
     """Move one node's row on from what its last heartbeat says; True if it changed."""
     status = _status(node, digest)
-    counters = Counters.model_validate((node.report or {}).get("counters") or {})
+    counters = _model_counters(node, digest)
     if status is not None and status.state in (
         SyncState.failed,
         SyncState.does_not_fit,
         SyncState.untrusted,
     ):
         row.state, row.reason = NodeState.unhealthy.value, status.reason or status.state.value
+        return True
+    gone = _unreachable(row, node, now=now, health=health)
+    if gone is not None:
+        row.state, row.reason = NodeState.unhealthy.value, gone
         return True
     if row.state == NodeState.moving:
         if status is not None and status.state == SyncState.ready:
@@ -271,9 +323,12 @@ def _evaluate(
     if row.state != NodeState.serving:
         return False
     # Counters restart with the runtime: if they went down, everything they show is new.
-    restarted = counters.errors < (row.errors_at_switch or 0)
+    restarted = counters.errors < (row.errors_at_switch or 0) or counters.requests < (
+        row.requests_at_switch or 0
+    )
     errors = counters.errors - (0 if restarted else row.errors_at_switch or 0)
     requests = counters.requests - (0 if restarted else row.requests_at_switch or 0)
+    ratio = health.error_ratio
     if errors >= 1 and errors > ratio * requests:
         row.state = NodeState.unhealthy.value
         row.reason = f"{errors} error(s) in {requests} request(s) since the switch"
@@ -284,7 +339,7 @@ def _evaluate(
 
 
 async def _advance(
-    session: AsyncSession, rollout: Rollout, *, now: datetime, error_ratio: float
+    session: AsyncSession, rollout: Rollout, *, now: datetime, health: Health
 ) -> None:
     to = await session.get(ModelVersion, rollout.to_version_id)
     if to is None:  # the version was deleted under the rollout
@@ -309,7 +364,7 @@ async def _advance(
                 digest=to.digest,
                 bake=timedelta(seconds=rollout.bake_seconds),
                 now=now,
-                ratio=error_ratio,
+                health=health,
             )
             # The tag changes version on the node when it switches or goes back.
             if row.state != before and row.state != NodeState.healthy:

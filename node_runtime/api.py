@@ -20,7 +20,7 @@ from litestar.response import Stream
 from node_runtime.bodies import validate
 from node_runtime.errors import BadRequest, NodeError, Unauthorized
 from node_runtime.forward import FORWARDED
-from node_runtime.metrics import CONTENT_TYPE
+from node_runtime.metrics import CONTENT_TYPE, count_model
 from node_runtime.peer_blobs import peer_blob
 from node_runtime.responses import events as response_events
 from node_runtime.responses import from_chat, to_chat
@@ -200,17 +200,23 @@ async def _serve(request: Request, path: str, run) -> Response:
         rt.counters.rejected += exc.status == 503
         rt.counters.errors += exc.status != 503
         rt.metrics.outcome(label, path, exc.status)
+        if entry is not None:
+            count_model(rt.counters, entry.desired.digest, exc.status)
         raise
+    digest = entry.desired.digest
     if not body.get("stream") or path == "/embeddings":
         _count(rt, first)
         rt.counters.completed += 1
         rt.metrics.outcome(label, path, 200)
+        count_model(rt.counters, digest, 200)
         rt.metrics.usage(label, (first or {}).get("usage") or {}, time.perf_counter() - started)
         return Response(first, media_type=MediaType.JSON)
     rt.metrics.ttft.labels(label).observe(time.perf_counter() - started)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return Stream(
-        _sse(rt, first, rest, include_usage, label=label, path=path, started=started),
+        _sse(
+            rt, first, rest, include_usage, label=label, digest=digest, path=path, started=started
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -229,6 +235,7 @@ async def _sse(
     include_usage: bool,
     *,
     label: str,
+    digest: str,
     path: str,
     started: float,
 ) -> AsyncIterator[bytes]:
@@ -247,10 +254,13 @@ async def _sse(
         yield b"data: [DONE]\n\n"
         rt.counters.completed += 1
         rt.metrics.outcome(label, path, 200)
+        count_model(rt.counters, digest, 200)
     except Exception as exc:  # headers are sent: the error can only go in the stream
         rt.counters.errors += 1
         err = exc if isinstance(exc, NodeError) else NodeError(f"{type(exc).__name__}: {exc}")
         rt.metrics.outcome(label, path, err.status if isinstance(exc, NodeError) else 500)
+        # A stream that broke half-way is the model's failure, whatever the error says.
+        count_model(rt.counters, digest, max(err.status, 500))
         event = {"error": {"message": err.message, "type": err.type, "code": err.code}}
         yield b"data: " + json.dumps(event).encode() + b"\n\n"
     finally:
@@ -262,6 +272,7 @@ async def responses(request: Request) -> Response:
     rt = _runtime(request)
     rt.counters.requests += 1
     label, path, started = "unknown", "/responses", time.perf_counter()
+    entry = None
     try:
         raw = await _json(request)
         chat_body, conversation = to_chat(raw, rt.responses)
@@ -277,11 +288,15 @@ async def responses(request: Request) -> Response:
         rt.counters.rejected += exc.status == 503
         rt.counters.errors += exc.status != 503
         rt.metrics.outcome(label, path, exc.status)
+        if entry is not None:
+            count_model(rt.counters, entry.desired.digest, exc.status)
         raise
+    digest = entry.desired.digest
     if not body.get("stream"):
         _count(rt, first)
         rt.counters.completed += 1
         rt.metrics.outcome(label, path, 200)
+        count_model(rt.counters, digest, 200)
         rt.metrics.usage(label, first.get("usage") or {}, time.perf_counter() - started)
         return Response(
             from_chat(raw, first, conversation, rt.responses), media_type=MediaType.JSON
@@ -303,10 +318,12 @@ async def responses(request: Request) -> Response:
                 yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
             rt.counters.completed += 1
             rt.metrics.outcome(label, path, 200)
+            count_model(rt.counters, digest, 200)
         except Exception as exc:  # headers are sent: the error can only go in the stream
             rt.counters.errors += 1
             err = exc if isinstance(exc, NodeError) else NodeError(f"{type(exc).__name__}: {exc}")
             rt.metrics.outcome(label, path, err.status if isinstance(exc, NodeError) else 500)
+            count_model(rt.counters, digest, max(err.status, 500))
             event = {"type": "error", "code": err.code, "message": err.message, "param": None}
             yield f"event: error\ndata: {json.dumps(event)}\n\n".encode()
         finally:

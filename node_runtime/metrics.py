@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from wire.contract import SyncState
+from wire.contract import MAX_MODEL_COUNTERS, Counters, ModelCounters, SyncState
 
 if TYPE_CHECKING:
     from node_runtime.serving import Serving
@@ -100,3 +100,16 @@ class Metrics:
         self.completion_tokens.labels(model).inc(completion)
         if completion and seconds > 0:
             self.tokens_per_second.labels(model).observe(completion / seconds)
+
+
+def count_model(counters: Counters, digest: str, status: int) -> None:
+    """One request answered by this model version (``status`` as the client saw it),
+    for the heartbeat's per-model counters a rollout's health gate reads. Only server
+    errors count against the model: a 4xx is the client's, a 503 is a full queue."""
+    found = counters.by_model.get(digest)
+    if found is None:
+        if len(counters.by_model) >= MAX_MODEL_COUNTERS:  # the oldest version goes first
+            counters.by_model.pop(next(iter(counters.by_model)))
+        found = counters.by_model[digest] = ModelCounters()
+    found.requests += 1
+    found.errors += status >= 500 and status != 503

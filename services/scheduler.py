@@ -16,7 +16,7 @@ from sqlalchemy import text
 from billing import jobs as billing_jobs
 from core.db import advisory_lock_key, transaction, utcnow
 from fleet.nodes import mark_offline
-from fleet.rollouts import advance_all
+from fleet.rollouts import Health, advance_all
 from registry.gc import collect_garbage
 from services.components import Components
 
@@ -46,9 +46,9 @@ async def _offline(hangar: Components, now: datetime) -> Any:
 
 
 async def _rollouts(hangar: Components, now: datetime) -> Any:
-    ratio = hangar.settings.fleet.rollout_error_ratio
+    health = Health.of(hangar.settings.fleet)
     async with transaction(hangar.sessions) as session:
-        return await advance_all(session, now=now, error_ratio=ratio)
+        return await advance_all(session, now=now, health=health)
 
 
 async def _storage_sample(hangar: Components, now: datetime) -> Any:

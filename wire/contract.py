@@ -105,6 +105,19 @@ class ModelStatus(BaseModel):
     loaded: bool = False
 
 
+class ModelCounters(BaseModel):
+    """One model version's requests and server-side errors (5xx other than 503, and
+    streams that broke), since the node runtime started: what a rollout's health
+    gate reads. Client mistakes (4xx) and a full queue (503) are not the model's fault."""
+
+    requests: Count = 0
+    errors: Count = 0
+
+
+# A node serves a handful of versions; the cap keeps a heartbeat small whatever it sends.
+MAX_MODEL_COUNTERS = 64
+
+
 class Counters(BaseModel):
     """Serving counters since the node runtime started (monotonic within one run)."""
 
@@ -117,6 +130,11 @@ class Counters(BaseModel):
     completion_tokens: Count = 0
     # Model bytes this node fetched from same-tenant peers instead of the control plane.
     peer_bytes: Count = 0
+    # Per model version, by digest: they ride in every (light) heartbeat like the rest,
+    # so the state hash does not change with each request.
+    by_model: dict[Annotated[Text, Field(max_length=100)], ModelCounters] = Field(
+        default_factory=dict, max_length=MAX_MODEL_COUNTERS
+    )
 
 
 class Resources(BaseModel):

@@ -18,12 +18,16 @@ from services.api.auth import provide_principal
 from services.api.blobs import BlobController
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
+from services.api.heartbeat_lane import HeartbeatLane
 from services.api.metrics import metrics_middleware
 from services.components import Components
 from services.console import console_router, template_config
 
 
-def create_app(settings: Settings, components: Components | None = None) -> Litestar:
+def create_app(settings: Settings, components: Components | None = None) -> HeartbeatLane:
+    """The Litestar app, behind the heartbeat fast lane (which passes everything it
+    does not answer itself through, and every attribute to the app)."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         hangar = components or Components.build(settings)
@@ -34,7 +38,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             if components is None:
                 await hangar.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health.healthz,
             health.metrics,
@@ -82,3 +86,4 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
         ),
         debug=False,
     )
+    return HeartbeatLane(app)

@@ -309,7 +309,7 @@ class RolloutController(Controller):
             steps=data.steps,
             bake_seconds=data.bake_seconds,
             max_unhealthy=data.max_unhealthy,
-            error_ratio=hangar.settings.fleet.rollout_error_ratio,
+            health=rollouts.Health.of(hangar.settings.fleet),
         )
 
     @get("/")

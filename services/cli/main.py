@@ -76,14 +76,19 @@ def up(
 
 
 @app.command()
-def serve(port: Annotated[int | None, typer.Option(help="API port")] = None) -> None:
+def serve(
+    port: Annotated[int | None, typer.Option(help="API port")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (one per core)")
+    ] = 1,
+) -> None:
     """Run the API only (production: settings from HANGAR_* variables)."""
-    from services.cli.server import run
+    from services.cli.server import serve_workers
 
     settings = _settings()
     if port:
         settings.port = port
-    run(settings, api=True, jobs=False)
+    serve_workers(settings, workers)
 
 
 @app.command()

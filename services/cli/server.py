@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from core.settings import Settings
 from services.cli.client import fail, out
+from services.cli.contexts import write_local_context
 
 log = logging.getLogger("hangar")
 
@@ -101,7 +103,14 @@ def migrate(settings: Settings) -> None:
     upgrade(settings.database.url)
 
 
-async def _serve(settings: Settings, *, api: bool, jobs: bool, verbose: bool = True) -> None:
+async def _serve(
+    settings: Settings,
+    *,
+    api: bool,
+    jobs: bool,
+    verbose: bool = True,
+    sock: socket.socket | None = None,
+) -> None:
     from services.api.app import create_app
     from services.components import Components
     from services.scheduler import build_scheduler
@@ -120,11 +129,14 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool, verbose: bool = T
                 app,
                 host=settings.host,
                 port=settings.port,
-                # Quiet: hangar up prints its own banner; access lines with --verbose.
+                # Quiet: hangar up prints its own banner.
                 log_level="info" if verbose else "warning",
+                # A line per request is thousands a second from a fleet's heartbeats;
+                # the metrics middleware counts requests, the app logs what matters.
+                access_log=False,
                 timeout_graceful_shutdown=10,
             )
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[sock] if sock else None)
         else:
             await asyncio.Event().wait()  # until Ctrl-C
     finally:
@@ -142,10 +154,70 @@ def configure_logging(verbose: bool = True) -> None:
     logging.getLogger("hangar").setLevel(logging.INFO)
 
 
-def run(settings: Settings, *, api: bool = True, jobs: bool = True, verbose: bool = True) -> None:
+def run(
+    settings: Settings,
+    *,
+    api: bool = True,
+    jobs: bool = True,
+    verbose: bool = True,
+    sock: socket.socket | None = None,
+) -> None:
     configure_logging(verbose)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
-        asyncio.run(_serve(settings, api=api, jobs=jobs, verbose=verbose))
+    # uvloop: the event loop itself is a large share of a heartbeat's cost.
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop()) as runner:
+        runner.run(_serve(settings, api=api, jobs=jobs, verbose=verbose, sock=sock))
+
+
+def _loop():
+    try:
+        import uvloop
+    except ImportError:  # not on every platform; asyncio's own loop works too
+        return None
+    return uvloop.new_event_loop
+
+
+def serve_workers(settings: Settings, workers: int) -> None:
+    """``hangar serve --workers N``: N API processes accepting on one listening socket
+    (bound here, inherited by fork), so one control plane uses every core. Each worker
+    has its own connection pools; Ctrl-C or SIGTERM here stops them all."""
+    if workers <= 1:
+        run(settings, api=True, jobs=False)
+        return
+    sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: it serves until its parent tells it to stop
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = 0
+            try:
+                run(settings, api=True, jobs=False, sock=sock)
+            except BaseException:
+                log.exception("API worker %d stopped", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    log.info("serving on %s:%s with %d worker processes", settings.host, settings.port, workers)
+
+    def stop(*_: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for pid in children:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
 
 
 def up(settings: Settings, data_dir: Path, port: int, *, verbose: bool = False) -> None:
@@ -159,13 +231,16 @@ def up(settings: Settings, data_dir: Path, port: int, *, verbose: bool = False) 
         out.print("applying migrations …")
         migrate(settings)
         token = settings.operator_token.get_secret_value()
-        # MERGE(i9-cli): write_local_context(url, token) — hangar login's local context
-        # for this operator token, so a new terminal needs no exports.
+        # A new terminal needs no exports: `hangar` commands find this server and
+        # its operator token through the context `local` (env variables still win).
+        context_file = write_local_context(url, token)
         out.print(
             f"\n[bold green]Hangar is starting at {url}[/]  (API docs: {url}/schema, "
             f"console: {url}/console)\n"
             f"operator token: [bold]{token}[/]\n"
-            f"  export HANGAR_URL={url} HANGAR_OPERATOR_TOKEN=$(cat {data_dir}/operator-token)\n"
+            f"CLI context 'local' saved in {context_file}: `hangar` commands use it\n"
+            f"  (elsewhere: export HANGAR_URL={url} "
+            f"HANGAR_OPERATOR_TOKEN=$(cat {data_dir}/operator-token))\n"
             f"data: {settings.data_dir.resolve()}   stop with Ctrl-C\n",
             soft_wrap=True,  # never wrapped at 80 columns: the lines are for copying
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.scheduler import run_job
 from tests.factories import EnrolledNode, Tenant, enroll_node, write_gguf
 
@@ -33,14 +35,31 @@ async def _desired(node: EnrolledNode) -> dict[str, str]:
     return {m["ref"]: m["digest"] for m in body["models"]}
 
 
-async def _report(node: EnrolledNode, digest: str, *, state="ready", errors=0, requests=0):
+async def _report(
+    node: EnrolledNode, digest: str, *, state="ready", errors=0, requests=0, others=None
+):
+    """A heartbeat as the runtime sends it: node-wide counters and, per version served,
+    that version's own (``others``: digest -> (requests, errors) of other versions)."""
     models = [{"name": "m", "ref": "prod", "digest": digest, "state": state, "loaded": True}]
-    counters = {"requests": requests, "errors": errors}
+    by_model = {digest: {"requests": requests, "errors": errors}}
+    for other, (r, e) in (others or {}).items():
+        by_model[other] = {"requests": r, "errors": e}
+    counters = {
+        "requests": sum(c["requests"] for c in by_model.values()),
+        "errors": sum(c["errors"] for c in by_model.values()),
+        "by_model": by_model,
+    }
     resp = await node.heartbeat(models=models, counters=counters)
     assert resp.status_code == 200, resp.text
 
 
 CLOCK = [datetime.now(UTC)]
+
+
+@pytest.fixture(autouse=True)
+def _clock_now():
+    """Each test's job runs start from now (the clock only moves forward within a test)."""
+    CLOCK[0] = datetime.now(UTC)
 
 
 async def _step(hangar, t: Tenant, rollout_id: str, *, later: bool = True) -> dict:
@@ -185,3 +204,75 @@ async def test_bad_rollouts_say_what_is_wrong(tenants, tmp_path):
     assert (await start()).status_code == 201
     resp = await start()
     assert resp.status_code == 409 and "already in progress" in resp.json()["error"]
+
+
+async def test_errors_of_another_model_on_the_node_do_not_fail_the_new_version(
+    tenants, hangar, tmp_path
+):
+    t, v1, v2, nodes = await _setup(tenants, tmp_path, count=1)
+    body = {"model": "m:prod", "to": "2", "steps": ["100%"], "bake_seconds": 60}
+    rollout = (await t.request("POST", "/v1/rollouts/", json=body)).json()
+    await _report(nodes[0], v2["digest"])
+    assert _moved(await _step(hangar, t, rollout["id"], later=False)) == {"n0": "serving"}
+    # The old version, still held for another tag, fails every request; the new one is fine.
+    await _report(nodes[0], v2["digest"], requests=10, others={v1["digest"]: (50, 50)})
+    rollout = await _step(hangar, t, rollout["id"])
+    assert rollout["state"] == "succeeded", rollout
+    assert _moved(rollout) == {"n0": "healthy"}
+
+
+async def test_a_node_offline_or_never_ready_mid_wave_counts_as_unhealthy(
+    tenants, hangar, settings, tmp_path
+):
+    """A machine switched off during its wave, or one that never gets the version ready,
+    is unhealthy after a timeout: the rollout goes on (or rolls back), never waits."""
+    t, v1, v2, nodes = await _setup(tenants, tmp_path, count=3)
+    body = {
+        "model": "m:prod",
+        "to": "2",
+        "steps": ["2", "100%"],
+        "bake_seconds": 60,
+        "max_unhealthy": 1,
+    }
+    rollout = (await t.request("POST", "/v1/rollouts/", json=body)).json()
+    by_name = {f"n{i}": n for i, n in enumerate(nodes)}
+    up, silent = (by_name[name] for name in _moved(rollout))
+    await _report(up, v2["digest"])
+    await _report(silent, v2["digest"], state="downloading")
+    rollout = await _step(hangar, t, rollout["id"], later=False)
+    assert sorted(_moved(rollout).values()) == ["moving", "serving"]
+
+    # The offline job sees every node quiet; all but the silent one heartbeat again.
+    fleet = settings.fleet
+    CLOCK[0] += timedelta(seconds=fleet.offline_after_seconds + 1)
+    await run_job(hangar, "offline", now=CLOCK[0])
+    for node in nodes:
+        if node is not silent:
+            await _report(node, v1["digest"] if node not in (up, silent) else v2["digest"])
+    # Offline, but not for long yet: the rollout still waits for it.
+    rollout = await _step(hangar, t, rollout["id"], later=False)
+    assert sorted(_moved(rollout).values()) == ["healthy", "moving"] and rollout["wave"] == 1
+    CLOCK[0] += timedelta(seconds=fleet.rollout_offline_seconds)
+    rollout = await _step(hangar, t, rollout["id"], later=False)
+    states = {n["node_id"]: n for w in rollout["waves"] for n in w["nodes"]}
+    assert states[silent.id]["state"] == "unhealthy", rollout
+    assert "offline for more than" in states[silent.id]["reason"]
+    assert await _desired(silent) == {"prod": v1["digest"]}
+    # One unhealthy node is within --max-unhealthy 1: the healthy one baked, wave 2 moves.
+    assert states[up.id]["state"] == "healthy" and rollout["wave"] == 2
+    last = next(n for n in nodes if n is not up and n is not silent)
+    assert states[last.id]["state"] == "moving"
+    assert (await _desired(last))[v2["digest"]] == v2["digest"]
+
+    # The last node stays online but never gets the version ready: unhealthy after the
+    # ready timeout, the second unhealthy node, so everything goes back.
+    for _ in range(2):
+        CLOCK[0] += timedelta(seconds=fleet.rollout_ready_seconds // 2 + 1)
+        await _report(last, v2["digest"], state="downloading")
+        await _report(up, v2["digest"])
+        rollout = await _step(hangar, t, rollout["id"], later=False)
+    assert rollout["state"] == "rolled_back", rollout
+    reasons = {n["node_id"]: n["reason"] for w in rollout["waves"] for n in w["nodes"]}
+    assert "not ready within" in reasons[last.id]
+    for node in nodes:
+        assert await _desired(node) == {"prod": v1["digest"]}

@@ -116,6 +116,9 @@ async def test_loading_then_full_queue_answer_503_with_retry_after_and_nothing_i
         assert done.status_code == 200, done.text
         assert done.json()["usage"]["total_tokens"] == 4
     assert runtime.counters.completed == 2 and runtime.counters.rejected == 2
+    # Per version, for rollouts' health gates: a 503 (loading, full) is not the model's error.
+    counted = runtime.counters.by_model[digest]
+    assert counted.requests == 4 and counted.errors == 0
 
 
 async def test_the_local_api_key_is_checked(node):

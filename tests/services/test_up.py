@@ -17,6 +17,8 @@ from tests.factories import write_gguf
 
 async def start_up(data_dir, port) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANGAR_")}
+    # hangar up saves a CLI context: kept next to the data dir, not in the user's home.
+    env["XDG_CONFIG_HOME"] = str(data_dir.parent / "config")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
