@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -33,6 +33,8 @@ FIELDS = (
 )
 MAX_QUANTITY = 2**63 - 1
 MAX_ERRORS = 20
+# Billing periods run from 2000 (metering.periods); nothing is imported before.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -83,6 +85,14 @@ def _time(raw: Any, now: datetime) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise _Invalid("occurred_at", f"{raw!r} has no UTC offset; add 'Z' or '+00:00'")
+    try:
+        moment = moment.astimezone(UTC)  # year 1 at +14:00 has no UTC instant
+    except OverflowError:
+        moment = EARLIEST - timedelta(days=1)
+    if moment < EARLIEST:
+        raise _Invalid(
+            "occurred_at", f"{raw!r} is before {EARLIEST.date()} (periods start in year 2000)"
+        )
     if moment > now:
         raise _Invalid(
             "occurred_at", f"{raw!r} is in the future (server time is {now.isoformat()})"

@@ -17,6 +17,7 @@ from services.api import billing, fleet, health, invoices, jobs, registry, tenan
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
+from services.api.guards import guards_middleware
 from services.api.metrics import metrics_middleware
 from services.components import Components
 from services.console import console_router, template_config
@@ -63,7 +64,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             "principal": Provide(provide_principal),
         },
         exception_handlers=HANDLERS,
-        middleware=[metrics_middleware],
+        middleware=[metrics_middleware, guards_middleware],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Hangar",

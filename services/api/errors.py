@@ -7,7 +7,7 @@ import logging
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 
 from core.errors import HangarError
 from wire.refs import InvalidRef
@@ -82,6 +82,15 @@ def database_error(_: Request, exc: Exception) -> Response:
             headers={"Retry-After": "5"},
             media_type=MediaType.JSON,
         )
+    if isinstance(exc, DataError):
+        # A value Postgres cannot hold (a number past its column, a NUL in text) that
+        # slipped past the checks: the client's input, so a 400, not a 500.
+        log.warning("database refused a value: %s", exc.orig)
+        return Response(
+            _body("bad_request", "a value in the request is out of range or not allowed here"),
+            status_code=400,
+            media_type=MediaType.JSON,
+        )
     log.exception("unexpected database error", exc_info=exc)
     return Response(_body("internal", "internal error"), status_code=500, media_type=MediaType.JSON)
 
@@ -103,6 +112,7 @@ def _name(status: int) -> str:
         404: "not_found",
         405: "method_not_allowed",
         413: "too_large",
+        431: "headers_too_large",
         503: "unavailable",
     }.get(status, "error")
 

@@ -61,6 +61,7 @@ def migrate(settings: Settings) -> None:
 
 async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
     from services.api.app import create_app
+    from services.api.guards import SERVER_LIMITS
     from services.components import Components
     from services.scheduler import build_scheduler
 
@@ -77,6 +78,7 @@ async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
                 port=settings.port,
                 log_level="info",
                 timeout_graceful_shutdown=10,
+                **SERVER_LIMITS,
             )
             await uvicorn.Server(config).serve()
         else:
