@@ -36,7 +36,7 @@ from registry.schemas import PushResult
 from registry.uploads.parts import PartWriter
 from registry.uploads.publish import Publisher
 from registry.uploads.sessions import UploadSessions
-from wire.refs import check_digest, check_name
+from wire.refs import check_digest, check_name, check_tag
 
 __all__ = ["Uploads"]
 
@@ -76,7 +76,7 @@ class Uploads:
         digest: str | None,
     ) -> UploadSession:
         check_name(model)
-        check_name(tag, what="tag")
+        check_tag(tag)  # refused before the first byte, not after the whole file
         if digest is not None:
             check_digest(digest)
         # billing: refuse an upload past the plan's storage limit before any bytes move.

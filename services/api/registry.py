@@ -254,11 +254,18 @@ class UploadController(Controller):
 
     @post("/{upload_id:uuid}/complete", status_code=201)
     async def complete(
-        self, hangar: Components, principal: Principal, upload_id: uuid.UUID, data: UploadComplete
+        self,
+        hangar: Components,
+        principal: Principal,
+        upload_id: uuid.UUID,
+        data: UploadComplete | None = None,
     ) -> PushResult:
+        """The body is optional: without a digest the one computed from the bytes is used."""
         principal.require_admin()
         return await hangar.uploads.complete(
-            tenant_id=principal.tenant_id, upload_id=upload_id, digest=data.digest
+            tenant_id=principal.tenant_id,
+            upload_id=upload_id,
+            digest=data.digest if data else None,
         )
 
     @delete("/{upload_id:uuid}")

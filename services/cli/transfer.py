@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from services.cli.client import check, client, fail, out
-from wire.refs import InvalidRef, parse_ref
+from wire.refs import InvalidRef, check_tag, parse_ref
 
 CHUNK = 1024 * 1024
 RETRIES = 8
@@ -74,6 +74,10 @@ def push(path: Path, ref: str) -> dict:
     if not path.is_file():
         fail(f"{path} is not a file")
     name, tag = split_ref(ref)
+    try:
+        check_tag(tag)  # `name:1` would be refused after the whole upload; say so now
+    except InvalidRef as exc:
+        fail(f"cannot push to {ref!r}: {exc}")
     size = path.stat().st_size
     with client(timeout=600) as http, progress_bar() as progress:
         digest = sha256_file(path, progress)
