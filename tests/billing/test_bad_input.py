@@ -51,3 +51,22 @@ async def test_nul_characters_in_notes_and_reasons_are_400(tenants, operator, ha
         json={"amount_pence": 5, "reason": "outage\x00"},
     )
     assert note.status_code == 400 and "reason" in note.text, note.text
+
+
+async def test_signed_webhooks_with_a_nul_or_huge_event_id_are_400(http):
+    import json
+    import time
+
+    from billing.webhooks import sign
+    from tests.conftest import WEBHOOK_SECRET
+
+    for field, value in [("id", "evt_\x00"), ("id", "e" * 5000), ("type", "invoice.\x00paid")]:
+        event = {"id": "evt_fine", "type": "invoice.paid", "data": {"object": {}}}
+        payload = json.dumps(event | {field: value}).encode()
+        resp = await http.post(
+            "/v1/stripe/webhook",
+            content=payload,
+            headers={"Stripe-Signature": sign(payload, WEBHOOK_SECRET, int(time.time()))},
+        )
+        assert resp.status_code == 400, (field, resp.text)
+        assert f"event's {field}" in resp.json()["error"]
