@@ -43,7 +43,20 @@ def validation_error(_: Request, exc: ValidationException) -> Response:
     )
 
 
-def http_error(_: Request, exc: HTTPException) -> Response:
+# What Litestar raises (as a 500) when the client hangs up before its body ended.
+_CLIENT_GONE = "client disconnected prematurely"
+
+
+def http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.detail == _CLIENT_GONE:
+        # An ordinary event (a dropped connection, a push the user interrupted): the
+        # client resumes from what was committed. Nobody is left to read an answer.
+        log.info("client disconnected mid-request: %s %s", request.method, request.url.path)
+        return Response(
+            _body("client_closed", "the client closed the connection before its body ended"),
+            status_code=499,
+            media_type=MediaType.JSON,
+        )
     if exc.status_code >= 500:
         log.error("server error", exc_info=exc)
     return Response(
