@@ -31,6 +31,11 @@ class S3Settings(BaseSettings):
     bucket: str = "hangar"
     region: str = "us-east-1"
     secure: bool = False
+    # A stopped (not dead) store accepts connections and then says nothing: without a
+    # short limit every client waits minutes. Both limits are per network operation (idle
+    # time), never on a whole transfer, so large transfers that progress are unaffected.
+    connect_timeout_seconds: float = 3
+    timeout_seconds: float = 5
 
 
 class RegistrySettings(BaseSettings):
@@ -43,6 +48,9 @@ class RegistrySettings(BaseSettings):
     # (Large vocabularies take ~10 MB; the prefix is held in memory while it parses.)
     max_header_bytes: int = 64 * 1024 * 1024
     download_chunk_size: int = 1024 * 1024
+    # An upload body silent for this long is dropped (its committed parts kept), so a
+    # stalled connection cannot hold the upload's lock and block the client's resume.
+    body_idle_seconds: float = 30
     # Upload sessions untouched for this long are aborted by the cleanup job.
     stale_upload_hours: int = 24
 

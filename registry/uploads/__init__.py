@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.objectstore import ObjectStore
 from core.settings import RegistrySettings
 from registry.events import ModelChanged, nobody_listens
@@ -100,7 +100,15 @@ class Uploads:
         body: AsyncIterator[bytes],
         final: bool = False,
     ) -> UploadSession:
-        async with self.upload_sessions.lock(upload_id):
+        lock = self.upload_sessions.lock(upload_id)
+        if lock.locked() and not final:
+            # Say so at once rather than queue behind it: the writer may be a stalled
+            # connection (dropped after body_idle_seconds) or the client's own earlier try.
+            raise Conflict(
+                "another request is still writing to this upload; retry shortly, then send "
+                "from the offset GET /v1/uploads/{id} reports"
+            )
+        async with lock:
             upload = await self.get(tenant_id=tenant_id, upload_id=upload_id)
             return await self.parts.append(upload, offset=offset, body=body, final=final)
 
