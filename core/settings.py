@@ -7,6 +7,7 @@ and keep the embedded defaults for everything else.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,6 +105,18 @@ class BillingSettings(BaseSettings):
     import_max_events: int = 100_000
 
 
+class MetricsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HANGAR_METRICS_")
+
+    # Who may read the API's Prometheus metrics (route names, request rates, timings):
+    # "token": GET /metrics with 'Authorization: Bearer <token>' (HANGAR_METRICS_TOKEN,
+    #          else the operator token); "bind": not on the API port at all, but on their
+    #          own listener at ``bind`` (keep it on a private interface); "off": nowhere.
+    mode: Literal["token", "bind", "off"] = "token"
+    token: SecretStr = SecretStr("")
+    bind: str = "127.0.0.1:9464"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANGAR_")
 
@@ -117,3 +130,4 @@ class Settings(BaseSettings):
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)

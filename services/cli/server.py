@@ -62,11 +62,14 @@ def migrate(settings: Settings) -> None:
 async def _serve(settings: Settings, *, api: bool, jobs: bool) -> None:
     from services.api.app import create_app
     from services.api.guards import SERVER_LIMITS
+    from services.api.metrics import start_listener as start_metrics_listener
     from services.components import Components
     from services.scheduler import build_scheduler
 
     hangar = Components.build(settings)
     await hangar.store.ensure_bucket()
+    if api:
+        start_metrics_listener(settings)
     scheduler = build_scheduler(hangar) if jobs else None
     if scheduler:
         scheduler.start()
