@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import BadRequest
-from metering.meters import METERS
+from metering.meters import METERS, MONTH_LIMITS
 
 FIELDS = (
     "tenant_id",
@@ -31,7 +31,6 @@ FIELDS = (
     "model_version_id",
     "attrs",
 )
-MAX_QUANTITY = 2**63 - 1
 MAX_ERRORS = 20
 # Billing periods run from 2000 (metering.periods); nothing is imported before.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -127,8 +126,11 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
         )
     if quantity < 0:
         raise _Invalid("quantity", f"must not be negative, got {quantity}")
-    if quantity > MAX_QUANTITY:
-        raise _Invalid("quantity", f"is too large: {quantity}")
+    if quantity > MONTH_LIMITS[meter]:  # one event is at most its whole month
+        raise _Invalid(
+            "quantity",
+            f"is too large: {quantity}; one {meter} event may be at most {MONTH_LIMITS[meter]}",
+        )
     occurred_at = _time(raw.get("occurred_at"), now)
     node_id = _uuid(raw.get("node_id"), "node_id", required=False)
     version_id = _uuid(raw.get("model_version_id"), "model_version_id", required=False)
