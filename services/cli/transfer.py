@@ -112,7 +112,10 @@ def push(path: Path, ref: str) -> dict:
                         "Content-Type": "application/octet-stream",
                     },
                 )
-                if resp.status_code >= 500 or resp.status_code == 409:
+                # Only what a resume can cure is retried: the server busy or gone (5xx),
+                # another writer still on the upload (409), a body it timed out (408).
+                # Any other 4xx is final: check() says why and stops.
+                if resp.status_code >= 500 or resp.status_code in (408, 409):
                     raise httpx.HTTPError(f"server answered {resp.status_code}")
                 upload = check(resp)
             except httpx.HTTPError as exc:
