@@ -6,8 +6,8 @@ not UTF-8, a header the size of a file) is answered here with a 4xx that names t
 problem, in the same ``{"error", "detail", "code"}`` shape as every other error.
 
 The total size of a request head is bounded lower down, in the HTTP protocol itself
-(``SERVER_LIMITS``): a header block past the limit is refused with 431 before it is
-buffered, so memory does not grow with what a client sends.
+(``SERVER_LIMITS``): a head past the limit is refused with 431 as it arrives, so
+memory does not grow with what a client sends.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-import h11
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # A header line past this is refused with 431 (nginx's large_client_header_buffers is 8k,
 # Apache's LimitRequestFieldSize 8190: 16 KiB leaves room for long tokens and cookies).
@@ -28,8 +27,7 @@ MAX_HEADER_LINE = 16 * 1024
 MAX_HEADER_BLOCK = 64 * 1024
 # Path parameters are stored in Postgres integer columns (positions, counts).
 INT32_MAX = 2**31 - 1
-# JSON bodies larger than this are left to the route's own limit (413) unchecked here,
-# so a big upload sent with a JSON content type is never buffered by the guard.
+# JSON bodies larger than this are left to the route's own limit (413) unchecked here.
 MAX_CHECKED_JSON = 64 * 1024 * 1024
 
 
@@ -89,12 +87,25 @@ def _path_problem(scope: Scope) -> str | None:
     return None
 
 
-def _is_json(scope: Scope) -> bool:
+# Bodies these routes read are never JSON, whatever a client labels them.
+_NOT_JSON = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+def _takes_json(scope: Scope) -> bool:
+    """Whether this request's body will be parsed as JSON: the route takes a ``data``
+    body (Litestar parses it as JSON whatever the Content-Type says), or reads JSON
+    itself and says so with ``opt={"json_body": True}``."""
+    if scope["method"] not in ("POST", "PUT", "PATCH"):
+        return False
     for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
-    return False
+        if name == b"content-type" and value.split(b";", 1)[0].strip().lower() in _NOT_JSON:
+            return False
+    handler = scope.get("route_handler")
+    if handler is None:
+        return False
+    if handler.opt.get("json_body"):
+        return True
+    return "data" in handler.parsed_fn_signature.parameters
 
 
 def _json_problem(body: bytes) -> str | None:
@@ -137,7 +148,7 @@ def guards_middleware(app: ASGIApp) -> ASGIApp:
         status, problem = 431, _header_problem(scope)
         if problem is None:
             status, problem = 400, _query_problem(scope) or _path_problem(scope)
-        if problem is None and _is_json(scope) and scope["method"] in ("POST", "PUT", "PATCH"):
+        if problem is None and _takes_json(scope):
             messages, body = await _buffer(receive)
             problem = _json_problem(body) if body is not None else None
             receive = _replay(messages, receive)
@@ -162,50 +173,50 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-class LimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, answering a request head past ``MAX_HEADER_BLOCK`` with
-    431 (h11 refuses it before buffering more; uvicorn would say a bare 400)."""
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on the request head. httptools keeps a
+    header's bytes until the header ends, so one endless header would grow without
+    limit; here a head still unfinished past ``MAX_HEADER_BLOCK`` bytes is answered
+    with 431 and the connection closed, after at most one more read."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_too_large = False
-        next_event = self.conn.next_event
+        self._in_head, self._head_bytes = True, 0
 
-        def watched_next_event() -> Any:
-            try:
-                return next_event()
-            except h11.RemoteProtocolError as exc:
-                self._head_too_large = exc.error_status_hint == 431
-                raise
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
 
-        self.conn.next_event = watched_next_event  # type: ignore[method-assign]
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
 
-    def send_400_response(self, msg: str) -> None:
-        if not self._head_too_large:
-            super().send_400_response(msg)
-            return
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Checked after parsing: a head that completed within this read is not refused
+        # here (the ASGI guard above measures it exactly).
+        too_big = self._in_head and self._head_bytes > MAX_HEADER_BLOCK
+        if too_big and not self.transport.is_closing():
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
         body = json.dumps(
             {
-                "error": f"the request headers are larger than {MAX_HEADER_BLOCK} bytes in total; "
-                "send smaller headers",
+                "error": f"the request headers are larger than {MAX_HEADER_BLOCK} bytes in "
+                "total; send smaller headers",
                 "detail": None,
                 "code": "headers_too_large",
             }
         ).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-        for event in (
-            h11.Response(
-                status_code=431, headers=headers, reason=b"Request Header Fields Too Large"
-            ),
-            h11.Data(data=body),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event))
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
         self.transport.close()
 
 
 # Keyword arguments for every ``uvicorn.Config`` that serves the API.
-SERVER_LIMITS: dict[str, Any] = {
-    "http": LimitedH11Protocol,
-    "h11_max_incomplete_event_size": MAX_HEADER_BLOCK,
-}
+SERVER_LIMITS: dict[str, Any] = {"http": LimitedHttpToolsProtocol}

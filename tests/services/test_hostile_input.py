@@ -29,15 +29,24 @@ def _status(raw: bytes) -> int:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/tenants/", "/v1/uploads/", "/v1/fleet/enroll", "/v1/usage/import"]
+    "path",
+    [
+        "/v1/tenants/",
+        "/v1/uploads/",
+        "/v1/fleet/enroll",
+        "/v1/usage/import",
+        "/v1/stripe/webhook",
+    ],
 )
 @pytest.mark.parametrize(
     "body",
     [b"[" * 1000, b"{" * 5000, b'{"a": "\xff\xfe"}', b"\xc3\x28"],
     ids=["brackets", "braces", "bad-utf8-in-string", "bad-utf8"],
 )
-async def test_unparseable_json_is_400_before_auth(http, path, body):
-    resp = await http.post(path, content=body, headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize("content_type", ["application/json", None, "text/plain"])
+async def test_unparseable_json_is_400_before_auth(http, path, body, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = await http.post(path, content=body, headers=headers)
     assert resp.status_code == 400, resp.text
     assert resp.json()["code"] == "bad_request"
     assert "JSON" in resp.json()["error"]
