@@ -20,6 +20,11 @@ from core.settings import StripeSettings
 
 log = logging.getLogger("hangar.stripe")
 
+# The API version this client is written for, sent on every request so an account whose
+# default version moves on cannot change the shapes we read. Basil removed
+# ``invoice.payment_intent``: payments are read from ``invoice.payments`` (see stripe_sync).
+STRIPE_API_VERSION = "2025-03-31.basil"
+
 # Errors raised before a request could have been sent.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -81,6 +86,7 @@ class StripeClient:
             self._http = httpx.AsyncClient(
                 base_url=self.settings.api_base,
                 auth=(self.settings.api_key.get_secret_value(), ""),
+                headers={"Stripe-Version": STRIPE_API_VERSION},
                 timeout=self.settings.timeout_seconds,
                 transport=self._transport,
             )

@@ -231,7 +231,7 @@ class StripeSync:
                 stripe_error=exc.message,
             )
             return
-        collected = await self.client.get(f"/v1/invoices/{stripe_invoice}")
+        collected = await self._with_payments(stripe_invoice)
         if collected.get("status") == "paid":
             await self._advance(
                 invoice.id,
@@ -309,14 +309,26 @@ class StripeSync:
         )
         return stripe_invoice
 
+    async def _with_payments(self, stripe_invoice: str) -> dict[str, Any]:
+        """The invoice with its payments, as the pinned version (basil) has them: in
+        ``invoice.payments``, which Stripe includes only when expanded."""
+        try:
+            return await self.client.get(f"/v1/invoices/{stripe_invoice}", {"expand": ["payments"]})
+        except StripeError as exc:
+            if exc.status != 400:
+                raise
+            # A Stripe without invoice payments (localstripe, the fake the tests run
+            # against, predates basil) refuses the expansion: read the invoice as it is.
+            return await self.client.get(f"/v1/invoices/{stripe_invoice}")
+
     async def _payment_failure(self, stripe_invoice: dict[str, Any]) -> str | None:
         """Why the charge failed, if it did. Stripe answers a declined ``pay`` with 402;
         a Stripe that accepts the call but leaves the payment intent wanting a new
-        payment method (localstripe) has declined it just the same."""
-        intent = stripe_invoice.get("payment_intent")
-        if not isinstance(intent, str):
+        payment method has declined it just the same."""
+        intents = payment_intents(stripe_invoice)
+        if not intents:
             return None
-        found = await self.client.get(f"/v1/payment_intents/{intent}")
+        found = await self.client.get(f"/v1/payment_intents/{intents[0]}")
         if found.get("status") != "requires_payment_method":
             return None  # succeeded, or still processing: the webhook will tell
         return (found.get("last_payment_error") or {}).get("message") or "the payment was declined"
@@ -365,6 +377,23 @@ class StripeSync:
         return (
             sid if (await self.client.get(f"/v1/invoices/{sid}")).get("status") == "void" else None
         )
+
+
+def payment_intents(stripe_invoice: dict[str, Any]) -> list[str]:
+    """The invoice's payment intents, newest first. Basil lists them as
+    ``payments.data[].payment.payment_intent``; an invoice in an older shape (the
+    localstripe fake) still has the one ``payment_intent`` field basil removed."""
+    payments = (stripe_invoice.get("payments") or {}).get("data") or []
+    found = [
+        p["payment"]["payment_intent"]
+        for p in payments
+        if isinstance(p.get("payment"), dict)
+        and isinstance(p["payment"].get("payment_intent"), str)
+    ]
+    legacy = stripe_invoice.get("payment_intent")
+    if not found and isinstance(legacy, str):
+        found = [legacy]
+    return found
 
 
 def _needs_push():

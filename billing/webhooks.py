@@ -67,6 +67,13 @@ def verify(
         or not isinstance(event.get("type"), str)
     ):
         raise BadRequest("the webhook body is not a Stripe event (no id or type)")
+    for field, longest in (("id", 255), ("type", 128)):  # the stripe_events columns
+        value = event[field]
+        if not value or len(value) > longest or "\x00" in value:
+            raise BadRequest(
+                f"the webhook event's {field} must be 1 to {longest} characters without NUL; "
+                f"got {len(value)} characters"
+            )
     return event
 
 

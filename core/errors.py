@@ -37,6 +37,12 @@ class NotFound(HangarError):
     status, code = 404, "not_found"
 
 
+class RequestTimeout(HangarError):
+    """The client stopped sending its body; what arrived before is kept."""
+
+    status, code = 408, "request_timeout"
+
+
 class Conflict(HangarError):
     status, code = 409, "conflict"
 

@@ -39,9 +39,11 @@ def _s3_code(body: str) -> str:
 class ObjectStore:
     def __init__(self, settings: S3Settings):
         self.bucket = settings.bucket
-        # A short connect timeout and no retries: when S3 is down we answer 503 fast.
+        # Short connect and idle timeouts and no retries: when S3 is down or hung we
+        # answer 503 fast. The read timeout bounds silence between bytes, not a transfer.
+        connect, idle = settings.connect_timeout_seconds, settings.timeout_seconds
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=3, read=120),
+            timeout=urllib3.Timeout(connect=connect, read=idle),
             retries=urllib3.Retry(total=0),
             maxsize=16,
         )
@@ -53,7 +55,7 @@ class ObjectStore:
             region=settings.region,  # set, so presigning never asks the server
             http_client=http,
         )
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(120, connect=3))
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(idle, connect=connect))
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -7,6 +7,7 @@ and keep the embedded defaults for everything else.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,11 @@ class S3Settings(BaseSettings):
     bucket: str = "hangar"
     region: str = "us-east-1"
     secure: bool = False
+    # A stopped (not dead) store accepts connections and then says nothing: without a
+    # short limit every client waits minutes. Both limits are per network operation (idle
+    # time), never on a whole transfer, so large transfers that progress are unaffected.
+    connect_timeout_seconds: float = 3
+    timeout_seconds: float = 5
 
 
 class RegistrySettings(BaseSettings):
@@ -43,6 +49,9 @@ class RegistrySettings(BaseSettings):
     # (Large vocabularies take ~10 MB; the prefix is held in memory while it parses.)
     max_header_bytes: int = 64 * 1024 * 1024
     download_chunk_size: int = 1024 * 1024
+    # An upload body silent for this long is dropped (its committed parts kept), so a
+    # stalled connection cannot hold the upload's lock and block the client's resume.
+    body_idle_seconds: float = 30
     # Upload sessions untouched for this long are aborted by the cleanup job.
     stale_upload_hours: int = 24
 
@@ -100,6 +109,18 @@ class BillingSettings(BaseSettings):
     import_max_events: int = 100_000
 
 
+class MetricsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HANGAR_METRICS_")
+
+    # Who may read the API's Prometheus metrics (route names, request rates, timings):
+    # "token": GET /metrics with 'Authorization: Bearer <token>' (HANGAR_METRICS_TOKEN,
+    #          else the operator token); "bind": not on the API port at all, but on their
+    #          own listener at ``bind`` (keep it on a private interface); "off": nowhere.
+    mode: Literal["token", "bind", "off"] = "token"
+    token: SecretStr = SecretStr("")
+    bind: str = "127.0.0.1:9464"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANGAR_")
 
@@ -113,3 +134,4 @@ class Settings(BaseSettings):
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)

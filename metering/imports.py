@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metering.bounds import refuse_sums_past_limits
 from metering.closing import refuse_events_in_closed_months
 from metering.ingest import event_error, insert_events, parse_events, refuse, refuse_conflicts
 from metering.schemas import ImportResult
@@ -42,4 +43,5 @@ async def import_usage(
     await refuse_events_in_closed_months(session, cols)
     await refuse_conflicts(session, cols)
     written = await insert_events(session, cols)
+    await refuse_sums_past_limits(session, cols)  # raising rolls the write back
     return ImportResult(received=len(cols), written=written, duplicates=len(cols) - written)

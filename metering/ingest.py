@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import BadRequest
-from metering.meters import METERS
+from metering.meters import METERS, MONTH_LIMITS
 
 FIELDS = (
     "tenant_id",
@@ -31,8 +31,9 @@ FIELDS = (
     "model_version_id",
     "attrs",
 )
-MAX_QUANTITY = 2**63 - 1
 MAX_ERRORS = 20
+# Billing periods run from 2000 (metering.periods); nothing is imported before.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -83,6 +84,14 @@ def _time(raw: Any, now: datetime) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise _Invalid("occurred_at", f"{raw!r} has no UTC offset; add 'Z' or '+00:00'")
+    try:
+        moment = moment.astimezone(UTC)  # year 1 at +14:00 has no UTC instant
+    except OverflowError:
+        moment = EARLIEST - timedelta(days=1)
+    if moment < EARLIEST:
+        raise _Invalid(
+            "occurred_at", f"{raw!r} is before {EARLIEST.date()} (periods start in year 2000)"
+        )
     if moment > now:
         raise _Invalid(
             "occurred_at", f"{raw!r} is in the future (server time is {now.isoformat()})"
@@ -117,8 +126,11 @@ def _one(raw: Any, now: datetime, cols: EventColumns, tenants: dict[Any, uuid.UU
         )
     if quantity < 0:
         raise _Invalid("quantity", f"must not be negative, got {quantity}")
-    if quantity > MAX_QUANTITY:
-        raise _Invalid("quantity", f"is too large: {quantity}")
+    if quantity > MONTH_LIMITS[meter]:  # one event is at most its whole month
+        raise _Invalid(
+            "quantity",
+            f"is too large: {quantity}; one {meter} event may be at most {MONTH_LIMITS[meter]}",
+        )
     occurred_at = _time(raw.get("occurred_at"), now)
     node_id = _uuid(raw.get("node_id"), "node_id", required=False)
     version_id = _uuid(raw.get("model_version_id"), "model_version_id", required=False)

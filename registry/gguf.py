@@ -191,6 +191,13 @@ class _Reader:
             return self.string()
         if vtype == ARRAY_TYPE:
             item_type, count = self.unpack("I"), self.unpack("Q")
+            if item_type == ARRAY_TYPE:
+                # llama.cpp refuses arrays of arrays too; reading them recursively would
+                # let a few bytes of header exhaust the parser's stack.
+                raise InvalidGGUF(
+                    f"corrupt GGUF header: an array of arrays at offset {self.pos} "
+                    "(llama.cpp cannot load nested arrays)"
+                )
             if item_type in SCALAR_FORMATS:  # skip fixed-size arrays in one step
                 self.take(struct.calcsize("<" + SCALAR_FORMATS[item_type]) * count)
             else:

@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from core.db import utcnow
-from core.errors import BadRequest, NotFound
+from core.errors import NotFound
 from registry.events import ModelChanged
 from registry.models import Blob, Model, ModelVersion, Tag
 from registry.schemas import ModelOut, ModelSummary, VersionOut
-from wire.refs import check_digest, check_name, is_digest, is_plain_number
+from wire.refs import check_digest, check_name, check_tag, is_digest, is_plain_number
 
 
 async def get_model(session: AsyncSession, *, tenant_id: uuid.UUID, name: str) -> Model:
@@ -162,9 +162,7 @@ async def set_tag(
     version_id: uuid.UUID,
     on_change: ModelChanged,
 ) -> None:
-    check_name(tag, what="tag")
-    if tag.startswith("sha256") or is_plain_number(tag, max_digits=128):
-        raise BadRequest(f"invalid tag {tag!r}: a tag cannot look like a version number or digest")
+    check_tag(tag)
     stmt = insert(Tag).values(
         model_id=model_id, name=tag, version_id=version_id, updated_at=utcnow()
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
 
 from billing.quotas import Quotas
 from billing.stripe import StripeClient
+from core import logredact
 from core.db import async_url, make_engine, make_sessionmaker
 from core.objectstore import ObjectStore
 from core.settings import Settings
@@ -21,6 +23,18 @@ from fleet.revisions import model_changed
 from registry.downloads import Downloads
 from registry.uploads import Uploads
 from services.usage_names import UsageNames
+
+
+def _secrets_of(settings: Settings) -> list[str]:
+    """Every configured secret, so no log line can carry one."""
+    password = urlsplit(settings.database.url).password if settings.database.url else None
+    return [
+        settings.operator_token.get_secret_value(),
+        settings.s3.secret_key.get_secret_value(),
+        settings.stripe.api_key.get_secret_value(),
+        settings.stripe.webhook_secret.get_secret_value(),
+        password or "",
+    ]
 
 
 @dataclass
@@ -41,6 +55,7 @@ class Components:
 
     @classmethod
     def build(cls, settings: Settings) -> Components:
+        logredact.install(_secrets_of(settings))
         engine = make_engine(settings.database)
         sessions = make_sessionmaker(engine)
         store = ObjectStore(settings.s3)

@@ -104,12 +104,17 @@ async def base_url(settings, hangar) -> AsyncIterator[str]:
     import uvicorn
 
     from services.api.app import create_app
+    from services.api.guards import SERVER_LIMITS
     from services.embedded import free_port
 
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, hangar), host="127.0.0.1", port=port, log_level="warning"
+            create_app(settings, hangar),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            **SERVER_LIMITS,
         )
     )
     task = asyncio.create_task(server.serve())

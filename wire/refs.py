@@ -33,6 +33,18 @@ def check_name(value: str, *, what: str = "model name") -> str:
     return value
 
 
+def check_tag(value: str) -> str:
+    """A tag a version can carry: a name that cannot be mistaken for a version number
+    or a digest (``m:1`` means version 1, so a tag ``1`` could never be pulled)."""
+    check_name(value, what="tag")
+    if value.startswith("sha256") or is_plain_number(value, max_digits=len(value)):
+        raise InvalidRef(
+            f"invalid tag {value!r}: a tag cannot look like a version number or a digest; "
+            "use a name such as 'latest' or 'v1'"
+        )
+    return value
+
+
 def check_digest(value: str) -> str:
     if not _DIGEST.fullmatch(value):
         raise InvalidRef(f"invalid digest {value!r}: expected {DIGEST_RULE}")

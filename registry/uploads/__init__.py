@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.objectstore import ObjectStore
 from core.settings import RegistrySettings
 from registry import signing
@@ -37,7 +37,7 @@ from registry.schemas import PushResult
 from registry.uploads.parts import PartWriter
 from registry.uploads.publish import Publisher
 from registry.uploads.sessions import UploadSessions
-from wire.refs import check_digest, check_name
+from wire.refs import check_digest, check_name, check_tag
 from wire.signing import Signature
 
 __all__ = ["Uploads"]
@@ -79,7 +79,7 @@ class Uploads:
         signature: Signature | None = None,
     ) -> UploadSession:
         check_name(model)
-        check_name(tag, what="tag")
+        check_tag(tag)  # refused before the first byte, not after the whole file
         if digest is not None:
             check_digest(digest)
         # provenance: a required or invalid signature is refused before any bytes move.
@@ -113,7 +113,15 @@ class Uploads:
         body: AsyncIterator[bytes],
         final: bool = False,
     ) -> UploadSession:
-        async with self.upload_sessions.lock(upload_id):
+        lock = self.upload_sessions.lock(upload_id)
+        if lock.locked() and not final:
+            # Say so at once rather than queue behind it: the writer may be a stalled
+            # connection (dropped after body_idle_seconds) or the client's own earlier try.
+            raise Conflict(
+                "another request is still writing to this upload; retry shortly, then send "
+                "from the offset GET /v1/uploads/{id} reports"
+            )
+        async with lock:
             upload = await self.get(tenant_id=tenant_id, upload_id=upload_id)
             return await self.parts.append(upload, offset=offset, body=body, final=final)
 

@@ -18,6 +18,7 @@ from services.api.auth import provide_principal
 from services.api.blobs import BlobController
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
+from services.api.guards import guards_middleware
 from services.api.heartbeat_lane import HeartbeatLane
 from services.api.metrics import metrics_middleware
 from services.components import Components
@@ -71,7 +72,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Hear
             "principal": Provide(provide_principal),
         },
         exception_handlers=HANDLERS,
-        middleware=[metrics_middleware],
+        middleware=[metrics_middleware, guards_middleware],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Hangar",

@@ -115,7 +115,13 @@ class TenantBillingController(Controller):
         return await get_contract(db, tenant_id=(await resolve_tenant(db, tenant)).id)
 
 
-@post("/v1/stripe/webhook", tags=["stripe"], status_code=200, security=[])
+@post(
+    "/v1/stripe/webhook",
+    tags=["stripe"],
+    status_code=200,
+    security=[],
+    opt={"json_body": True},  # JSON checked by services.api.guards before the signature
+)
 async def stripe_webhook(request: Request, db: AsyncSession, hangar: Components) -> dict[str, str]:
     """Stripe's events, signature-checked before anything is read or changed."""
     settings = hangar.settings.stripe

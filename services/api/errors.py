@@ -7,7 +7,7 @@ import logging
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 
 from core.errors import HangarError
 from wire.refs import InvalidRef
@@ -43,7 +43,20 @@ def validation_error(_: Request, exc: ValidationException) -> Response:
     )
 
 
-def http_error(_: Request, exc: HTTPException) -> Response:
+# What Litestar raises (as a 500) when the client hangs up before its body ended.
+_CLIENT_GONE = "client disconnected prematurely"
+
+
+def http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.detail == _CLIENT_GONE:
+        # An ordinary event (a dropped connection, a push the user interrupted): the
+        # client resumes from what was committed. Nobody is left to read an answer.
+        log.info("client disconnected mid-request: %s %s", request.method, request.url.path)
+        return Response(
+            _body("client_closed", "the client closed the connection before its body ended"),
+            status_code=499,
+            media_type=MediaType.JSON,
+        )
     if exc.status_code >= 500:
         log.error("server error", exc_info=exc)
     return Response(
@@ -90,6 +103,15 @@ def database_error(_: Request, exc: Exception) -> Response:
             headers={"Retry-After": "5"},
             media_type=MediaType.JSON,
         )
+    if isinstance(exc, DataError):
+        # A value Postgres cannot hold (a number past its column, a NUL in text) that
+        # slipped past the checks: the client's input, so a 400, not a 500.
+        log.warning("database refused a value: %s", exc.orig)
+        return Response(
+            _body("bad_request", "a value in the request is out of range or not allowed here"),
+            status_code=400,
+            media_type=MediaType.JSON,
+        )
     log.exception("unexpected database error", exc_info=exc)
     return Response(_body("internal", "internal error"), status_code=500, media_type=MediaType.JSON)
 
@@ -111,6 +133,7 @@ def _name(status: int) -> str:
         404: "not_found",
         405: "method_not_allowed",
         413: "too_large",
+        431: "headers_too_large",
         503: "unavailable",
     }.get(status, "error")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from services.api.metrics import check_access
 from services.components import Components
 
 
@@ -40,6 +41,8 @@ async def healthz(hangar: Components) -> Response:
     return Response({"status": "ok"})
 
 
-@get("/metrics", tags=["ops"], media_type=MediaType.TEXT)
-async def metrics() -> Response:
+@get("/metrics", tags=["ops"], media_type=MediaType.TEXT, security=[{"bearer": []}])
+async def metrics(request: Request, hangar: Components) -> Response:
+    """Prometheus text; who may read it is HANGAR_METRICS_MODE (token, bind or off)."""
+    check_access(hangar.settings, request.headers.get("authorization"))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,11 +1,16 @@
-"""Request metrics for Prometheus, recorded by one ASGI middleware."""
+"""Request metrics for Prometheus, recorded by one ASGI middleware, and who may read them."""
 
 from __future__ import annotations
 
+import hmac
 import time
+from collections.abc import Callable
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, start_http_server
+
+from core.errors import NotFound, Unauthorized
+from core.settings import Settings
 
 REQUESTS = Counter("hangar_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -22,9 +27,9 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                handler = scope.get("route_handler")
-                route = getattr(handler, "paths", None)
-                route_name = sorted(route)[0] if route else "unmatched"
+                # The full template (/v1/models/{name:str}/versions/{ref:str}/blob): one
+                # series per route, never per id, and unambiguous across controllers.
+                route_name = scope.get("path_template") or "unmatched"
                 method = scope["method"]
                 REQUESTS.labels(method, route_name, str(message["status"])).inc()
                 LATENCY.labels(method, route_name).observe(time.perf_counter() - start)
@@ -33,3 +38,34 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_wrapper)
 
     return middleware
+
+
+def check_access(settings: Settings, authorization: str | None) -> None:
+    """Raise unless this request may read ``/metrics`` on the API port."""
+    mode = settings.metrics.mode
+    if mode != "token":
+        where = f"on {settings.metrics.bind}" if mode == "bind" else "off (HANGAR_METRICS_MODE)"
+        raise NotFound(f"metrics are not served on this port: they are {where}")
+    expected = (
+        settings.metrics.token.get_secret_value() or settings.operator_token.get_secret_value()
+    )
+    scheme, _, token = (authorization or "").partition(" ")
+    if (
+        not expected
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(token.strip().encode(), expected.encode())
+    ):
+        raise Unauthorized(
+            "metrics need 'Authorization: Bearer <token>' with HANGAR_METRICS_TOKEN "
+            "(or the operator token when that is unset)"
+        )
+
+
+def start_listener(settings: Settings) -> Callable[[], None]:
+    """In "bind" mode, serve the metrics on their own address (a thread of this
+    process). Returns what stops it."""
+    if settings.metrics.mode != "bind":
+        return lambda: None
+    host, _, port = settings.metrics.bind.rpartition(":")
+    server, _ = start_http_server(int(port), addr=host or "127.0.0.1")
+    return server.shutdown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, head, patch, po
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import BadRequest
+from core.errors import BadRequest, RequestTimeout
 from fleet import deployments as fleet_deployments
 from fleet.revisions import model_changed
 from registry import service, signing
@@ -57,8 +58,20 @@ def _content_length(request: Request) -> int | None:
     return int(raw) if is_plain_number(raw, max_digits=19) else None
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream():
+async def _body(request: Request, idle_seconds: float) -> AsyncIterator[bytes]:
+    """The request body; a client silent for ``idle_seconds`` mid-body is dropped, so
+    the upload's lock is released and the parts it committed stay for a resume."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no body bytes arrived for {idle_seconds:g}s; the connection was dropped. "
+                "GET the upload for its committed bytes and send the rest from there"
+            ) from None
         if chunk:
             yield chunk
 
@@ -185,7 +198,7 @@ class ModelController(Controller):
             tag=tag,
             size=_content_length(request),
             digest=digest,
-            body=_body(request),
+            body=_body(request, hangar.settings.registry.body_idle_seconds),
         )
 
     @get("/{name:str}/versions/{ref:str}/blob")
@@ -249,17 +262,24 @@ class UploadController(Controller):
             tenant_id=principal.tenant_id,
             upload_id=upload_id,
             offset=_offset(request),
-            body=_body(request),
+            body=_body(request, hangar.settings.registry.body_idle_seconds),
         )
         return upload_out(upload)
 
     @post("/{upload_id:uuid}/complete", status_code=201)
     async def complete(
-        self, hangar: Components, principal: Principal, upload_id: uuid.UUID, data: UploadComplete
+        self,
+        hangar: Components,
+        principal: Principal,
+        upload_id: uuid.UUID,
+        data: UploadComplete | None = None,
     ) -> PushResult:
+        """The body is optional: without a digest the one computed from the bytes is used."""
         principal.require_admin()
         return await hangar.uploads.complete(
-            tenant_id=principal.tenant_id, upload_id=upload_id, digest=data.digest
+            tenant_id=principal.tenant_id,
+            upload_id=upload_id,
+            digest=data.digest if data else None,
         )
 
     @delete("/{upload_id:uuid}")

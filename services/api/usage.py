@@ -73,7 +73,12 @@ class UsageImportController(Controller):
     tags = ["operator"]
     dependencies = {"operator": Provide(provide_operator)}
 
-    @post("/", status_code=200, request_max_body_size=IMPORT_MAX_BODY)
+    @post(
+        "/",
+        status_code=200,
+        request_max_body_size=IMPORT_MAX_BODY,
+        opt={"json_body": True},  # decoded here, checked by services.api.guards first
+    )
     async def import_events(
         self, request: Request, db: AsyncSession, hangar: Components, operator: None
     ) -> ImportResult:

@@ -112,11 +112,15 @@ async def _serve(
     sock: socket.socket | None = None,
 ) -> None:
     from services.api.app import create_app
+    from services.api.guards import SERVER_LIMITS
+    from services.api.metrics import start_listener as start_metrics_listener
     from services.components import Components
     from services.scheduler import build_scheduler
 
     hangar = Components.build(settings)
     await hangar.store.ensure_bucket()
+    if api:
+        start_metrics_listener(settings)
     scheduler = build_scheduler(hangar) if jobs else None
     if scheduler:
         scheduler.start()
@@ -135,6 +139,7 @@ async def _serve(
                 # the metrics middleware counts requests, the app logs what matters.
                 access_log=False,
                 timeout_graceful_shutdown=10,
+                **SERVER_LIMITS,
             )
             await uvicorn.Server(config).serve(sockets=[sock] if sock else None)
         else:

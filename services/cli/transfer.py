@@ -24,7 +24,7 @@ from rich.progress import (
 
 from services.cli import trust
 from services.cli.client import UNREACHABLE, USAGE, check, client, err, fail, unreachable
-from wire.refs import InvalidRef, is_digest, is_plain_number, parse_ref
+from wire.refs import InvalidRef, check_tag, parse_ref
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -100,10 +100,12 @@ def push(path: Path, ref: str, *, sign_key: Path | None = None) -> dict:
     if not path.is_file():
         fail(f"{path} is not a file", USAGE)
     name, tag = split_ref(ref)
-    if is_plain_number(tag, max_digits=64) or is_digest(tag):
+    try:
         # Numbers and digests name versions the registry assigns: refused before
         # the file is even hashed, never after it was uploaded.
-        fail(f"push {ref!r}: give NAME or NAME:TAG; a tag is a name, e.g. {name}:prod", USAGE)
+        check_tag(tag)
+    except InvalidRef as exc:
+        fail(f"cannot push to {ref!r}: {exc}; a tag is a name, e.g. {name}:prod", USAGE)
     size = path.stat().st_size
     # Loaded first: a bad key ends the command before the file is hashed.
     key = trust.signer(sign_key) if sign_key is not None else None
@@ -169,7 +171,10 @@ def _push(
                     "Content-Type": "application/octet-stream",
                 },
             )
-            if resp.status_code >= 500 or resp.status_code == 409:
+            # Only what a resume can cure is retried: the server busy or gone (5xx),
+            # another writer still on the upload (409), a body it timed out (408).
+            # Any other 4xx is final: check() says why and stops.
+            if resp.status_code >= 500 or resp.status_code in (408, 409):
                 raise httpx.HTTPError(f"server answered {resp.status_code}")
             upload = check(resp)
         except httpx.HTTPError as exc:

@@ -294,3 +294,38 @@ async def test_two_syncs_at_once_create_one_stripe_invoice(
     theirs = (await stripe_get(localstripe, "/v1/invoices", customer=await _customer(t)))["data"]
     assert len(theirs) == 1 and theirs[0]["subtotal"] == summary["total_pence"]
     assert (await _ours(t, summary["number"]))["status"] == "paid"
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """Passes every request to localstripe and keeps its headers."""
+
+    def __init__(self):
+        self.real = httpx.AsyncHTTPTransport()
+        self.headers: list[httpx.Headers] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.headers.append(request.headers)
+        return await self.real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+async def test_every_stripe_request_pins_the_api_version(
+    tenants, operator, hangar, settings, localstripe
+):
+    from billing.stripe import STRIPE_API_VERSION
+
+    t, summary = await invoiced(
+        tenants, operator, hangar, "2024-04", card="pm_card_chargeCustomerFail"
+    )
+    recording = RecordingTransport()
+    client = StripeClient(settings.stripe, transport=recording)
+    try:
+        await sync_invoices(hangar.sessions, client, now=utcnow(), tenant_id=uuid.UUID(t.id))
+    finally:
+        await client.close()
+    assert len(recording.headers) >= 5
+    assert {h.get("stripe-version") for h in recording.headers} == {STRIPE_API_VERSION}
+    # The decline is still seen (read through the shape the fake serves).
+    assert (await _ours(t, summary["number"]))["status"] == "payment_failed"

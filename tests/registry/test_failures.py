@@ -148,3 +148,47 @@ async def test_an_absurd_range_is_ignored_not_an_error(tenants, tmp_path):
         "GET", "/v1/models/m/versions/1/blob", headers={"Range": "bytes=-" + "9" * 5000}
     )
     assert resp.status_code == 200 and resp.content == data  # RFC 9110: serve the whole file
+
+
+def _nested_array_gguf(path, megabytes: int) -> bytes:
+    """A GGUF whose one metadata value is arrays nested thousands deep, then padding."""
+    import struct
+
+    key = struct.pack("<Q", 1) + b"k"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + key + struct.pack("<IIQ", 9, 9, 1) * 5000
+    path.write_bytes(header + bytes(megabytes * 1024 * 1024))
+    return path.read_bytes()
+
+
+async def test_nested_gguf_arrays_are_400_and_leave_no_s3_part(tenants, tmp_path, hangar):
+    t = await tenants.create()
+    data = _nested_array_gguf(tmp_path / "nested.gguf", 1)
+    resp = await t.request("POST", "/v1/models/m/versions", content=data)
+    assert resp.status_code == 400, resp.text
+    assert "array of arrays" in resp.json()["error"]
+    assert await hangar.store.list_multipart(f"tenants/{t.id}/") == []
+    assert (await t.request("GET", "/v1/uploads/")).json() == []
+
+
+async def test_complete_with_an_empty_body_works(tenants, tmp_path):
+    """The README's own command: ``curl -X POST .../complete`` with no body at all."""
+    t = await tenants.create()
+    data = write_gguf(tmp_path / "m.gguf", megabytes=1, seed=61).read_bytes()
+    upload = (
+        await t.request("POST", "/v1/uploads/", json={"model": "m", "size": len(data)})
+    ).json()
+    await t.request(
+        "PATCH", f"/v1/uploads/{upload['id']}", content=data, headers={"Upload-Offset": "0"}
+    )
+    resp = await t.request("POST", f"/v1/uploads/{upload['id']}/complete")
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["version"]["digest"] == sha(data)
+
+
+async def test_a_tag_that_would_be_refused_is_refused_before_the_first_byte(tenants):
+    t = await tenants.create()
+    for tag in ["1", "007", "sha256x"]:
+        resp = await t.request("POST", "/v1/uploads/", json={"model": "m", "tag": tag, "size": 10})
+        assert resp.status_code == 400, resp.text
+        assert "cannot look like a version number" in resp.json()["error"]
+    assert (await t.request("GET", "/v1/uploads/")).json() == []

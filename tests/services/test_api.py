@@ -15,10 +15,72 @@ async def test_openapi_is_served(http):
     assert (await http.get("/schema")).status_code == 200
 
 
-async def test_metrics_count_requests(http):
+async def test_metrics_count_requests_by_full_route_template(http, settings, tenants):
+    t = await tenants.create()
     await http.get("/healthz")
-    text = (await http.get("/metrics")).text
+    await t.request("GET", "/v1/models/nothing-here/versions/latest")
+    operator = {"Authorization": f"Bearer {settings.operator_token.get_secret_value()}"}
+    text = (await http.get("/metrics", headers=operator)).text
     assert 'hangar_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'route="/v1/models/{name}/versions/{ref}",status="404"' in text
+    assert "nothing-here" not in text
+
+
+async def test_metrics_need_a_token_by_default(http, tenants):
+    assert (await http.get("/metrics")).status_code == 401
+    t = await tenants.create()
+    resp = await http.get("/metrics", headers=t.auth)  # a tenant's key is not enough
+    assert resp.status_code == 401
+    assert "HANGAR_METRICS_TOKEN" in resp.json()["error"]
+
+
+async def _serve_with(settings, **metrics):
+    import asyncio
+
+    import uvicorn
+
+    from core.settings import MetricsSettings
+    from services.api.app import create_app
+    from services.embedded import free_port
+
+    changed = settings.model_copy(update={"metrics": MetricsSettings(**metrics)})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(changed), port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    return changed, f"http://127.0.0.1:{port}", server, task
+
+
+async def test_metrics_can_have_their_own_token_be_off_or_bound_elsewhere(settings):
+    import httpx
+
+    from services.api.metrics import start_listener
+    from services.embedded import free_port
+
+    operator = {"Authorization": f"Bearer {settings.operator_token.get_secret_value()}"}
+    bind = f"127.0.0.1:{free_port()}"
+    for metrics, own, elsewhere in [
+        ({"mode": "token", "token": "scrape-me-please"}, 200, None),
+        ({"mode": "off"}, 404, None),
+        ({"mode": "bind", "bind": bind}, 404, f"http://{bind}/metrics"),
+    ]:
+        changed, url, server, task = await _serve_with(settings, **metrics)
+        stop = start_listener(changed)
+        try:
+            async with httpx.AsyncClient(base_url=url) as http:
+                scraper = {"Authorization": "Bearer scrape-me-please"}
+                assert (await http.get("/metrics", headers=scraper)).status_code == own
+                if metrics["mode"] == "token":  # its own token replaces the operator's
+                    assert (await http.get("/metrics", headers=operator)).status_code == 401
+                if elsewhere:
+                    scraped = await http.get(elsewhere)
+                    assert scraped.status_code == 200
+                    assert "hangar_http_requests_total" in scraped.text
+        finally:
+            stop()
+            server.should_exit = True
+            await task
 
 
 async def test_invalid_body_is_a_clear_400(tenants):

@@ -135,3 +135,30 @@ async def test_cli_errors_are_actionable(tenants, base_url, tmp_path):
     assert code == 5 and "server unreachable at http://127.0.0.1:1" in out  # 5: unreachable
     code, out = await hangar_cli("models", "ls", env={**env, "HANGAR_TOKEN": ""})
     assert code == 6 and "HANGAR_TOKEN" in out and "hangar login" in out  # 6: no token
+
+
+async def test_push_refuses_a_numeric_tag_before_uploading(tenants, base_url, tmp_path):
+    t = await tenants.create()
+    path = write_gguf(tmp_path / "m.gguf", megabytes=1, seed=71)
+    code, out = await hangar_cli("push", str(path), "demo:1", env=cli_env(base_url, t, tmp_path))
+    assert code != 0
+    assert "cannot look like a version number" in out
+    assert (await t.request("GET", "/v1/uploads/")).json() == []
+
+
+async def test_push_of_a_refused_file_stops_at_once_and_leaves_nothing(
+    tenants, base_url, tmp_path, hangar
+):
+    """The server refuses the header with a 400 while the client is still sending: the
+    CLI says why and does not retry (each retry used to leave an S3 part behind)."""
+    import struct
+
+    t = await tenants.create()
+    path = tmp_path / "nested.gguf"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k"
+    path.write_bytes(header + struct.pack("<IIQ", 9, 9, 1) * 5000 + bytes(12 * 1024 * 1024))
+    code, out = await hangar_cli("push", str(path), "demo:prod", env=cli_env(base_url, t, tmp_path))
+    assert code != 0, out
+    assert "resuming" not in out
+    assert "array of arrays" in out, out
+    assert await hangar.store.list_multipart(f"tenants/{t.id}/") == []

@@ -78,3 +78,29 @@ def test_a_signed_body_that_is_not_a_stripe_event_is_refused():
 def test_without_a_secret_webhooks_are_unavailable_not_accepted():
     with pytest.raises(Unavailable, match="HANGAR_STRIPE_WEBHOOK_SECRET"):
         check(EVENT, sign(EVENT, "", STAMP), secret="")
+
+
+def test_payment_intents_are_read_in_basils_shape_and_the_older_one():
+    from billing.stripe_sync import payment_intents
+
+    basil = {
+        "id": "in_1",
+        "payments": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "inpay_2",
+                    "status": "open",
+                    "payment": {"type": "payment_intent", "payment_intent": "pi_2"},
+                },
+                {
+                    "id": "inpay_1",
+                    "status": "canceled",
+                    "payment": {"type": "payment_intent", "payment_intent": "pi_1"},
+                },
+            ],
+        },
+    }
+    assert payment_intents(basil) == ["pi_2", "pi_1"]
+    assert payment_intents({"id": "in_1", "payment_intent": "pi_9"}) == ["pi_9"]
+    assert payment_intents({"id": "in_1", "payments": {"data": []}}) == []

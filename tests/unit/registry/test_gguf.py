@@ -97,3 +97,13 @@ def test_a_file_that_is_not_gguf_is_refused_from_its_first_bytes():
 def test_an_unsupported_version_is_refused():
     with pytest.raises(InvalidGGUF, match="unsupported GGUF version 1"):
         parse_header(b"GGUF" + struct.pack("<I", 1) + bytes(16))
+
+
+def test_nested_arrays_are_refused_not_recursed():
+    """Arrays of arrays, nested deeper than the interpreter's stack: an InvalidGGUF
+    naming the problem, never a RecursionError."""
+    key = struct.pack("<Q", 1) + b"k"
+    nested = struct.pack("<IIQ", 9, 9, 1) * 5000
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + key + nested
+    with pytest.raises(InvalidGGUF, match="array of arrays"):
+        parse_header(header)
