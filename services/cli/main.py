@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from node_runtime.cli import app as node_app
-from services.cli import billing, fleet, transfer
+from services.cli import billing, fleet, offline, transfer
 from services.cli.client import JSON, OPERATOR, call, out, print_json, show_table
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(jobs, name="jobs")
 app.add_typer(node_app, name="node")
 fleet.register(app)
 billing.register(app, tenants)
+offline.register(app)
 
 
 def _settings():
