@@ -29,7 +29,10 @@ def usage_of(tenant_id: str) -> list[dict]:
     events = []
     for n in range(3):
         events += device_days(
-            tenant_id, f"00000000-0000-0000-0000-0000000002f{n}", date(2022, 2, 1), date(2022, 2, 28)
+            tenant_id,
+            f"00000000-0000-0000-0000-0000000002f{n}",
+            date(2022, 2, 1),
+            date(2022, 2, 28),
         )
     events += storage_hours(tenant_id, 20 * GB, at("2022-02-01"), at("2022-03-01"))
     events += [egress(tenant_id, 50 * GB, at("2022-02-10", h)) for h in range(3)]
@@ -43,7 +46,9 @@ async def contract(operator, t: Tenant) -> None:
 
 async def statement(operator, period: str, *tenants: Tenant):
     return await operator.request(
-        "GET", "/v1/usage/statements/", params={"period": period, "tenant": [t.name for t in tenants]}
+        "GET",
+        "/v1/usage/statements/",
+        params={"period": period, "tenant": [t.name for t in tenants]},
     )
 
 
@@ -68,9 +73,7 @@ async def invoice(t: Tenant) -> dict:
     return (await t.request("GET", f"/v1/invoices/{listed[0]['number']}")).json()
 
 
-async def test_a_statement_is_invoiced_exactly_as_usage_metered_online(
-    tenants, operator, hangar
-):
+async def test_a_statement_is_invoiced_exactly_as_usage_metered_online(tenants, operator, hangar):
     onprem = await tenants.create()  # a tenant of the on-premise installation
     await operator.imported(usage_of(onprem.id))
     written = await statement(operator, PERIOD, onprem)
