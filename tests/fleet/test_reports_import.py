@@ -17,6 +17,7 @@ from metering.models import UsageEvent
 from node_runtime import identity
 from node_runtime.outbox import Outbox
 from node_runtime.reports_export import export_reports
+from services.scheduler import run_job
 from tests.factories import FACTS, Tenant, enroll_node
 from tests.fleet.test_bundles import offline_node
 from wire.contract import Counters, Heartbeat, ModelStatus, NodeFacts
@@ -118,6 +119,16 @@ async def test_reports_import_once_and_update_the_node(tenants, tmp_path, hangar
     nxt = await import_file(t, tmp_path / "next.hangar")
     assert nxt.json()["stored"] == 1 and nxt.json()["key_pinned"] is False
     assert await inference(hangar, node["node_id"]) == 200
+
+    # Metered like any enrolled, non-revoked node: a device-day for today.
+    await run_job(hangar, "device-count", now=datetime.now(UTC))
+    async with transaction(hangar.sessions) as s:
+        days = await s.scalar(
+            select(func.count()).where(
+                UsageEvent.node_id == uuid.UUID(node["node_id"]), UsageEvent.meter == "device_day"
+            )
+        )
+    assert days == 1
 
 
 async def test_online_heartbeats_and_imported_reports_never_double_count(tenants, tmp_path, hangar):

@@ -176,3 +176,22 @@ async def totals_of(t: Tenant, period: str) -> dict:
     resp = await t.request("GET", "/v1/usage/", params={"period": period})
     assert resp.status_code == 200, resp.text
     return resp.json()["totals"]
+
+
+async def test_statements_from_the_cli(tenants, operator, base_url, tmp_path):
+    from tests.node_runtime.test_offline import cli
+
+    onprem, billed = await tenants.create(), await tenants.create()
+    await operator.imported([egress(onprem.id, 3 * GB, at("2021-11-20"))])
+    env = {"HANGAR_URL": base_url, "HANGAR_OPERATOR_TOKEN": operator.token, "HANGAR_TOKEN": ""}
+    key = (await cli(env, "installation", "key")).split()[0]
+    assert key.startswith("ed25519:")
+    file = tmp_path / "statement.hangar"
+    await cli(
+        env, "usage", "statement", "--period", "2021-11", "--tenant", onprem.name, "-o", str(file)
+    )
+    out = await cli(env, "usage", "trust-installation", "plant", key, "--tenant", billed.name)
+    assert "accepts statements from plant" in out
+    out = await cli(env, "usage", "import-statement", str(file), "--tenant", billed.name)
+    assert "1 quantities written" in out
+    assert (await totals_of(billed, "2021-11"))["egress_bytes"] == 3 * GB
