@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -46,6 +46,20 @@ class Imported:
     installed: Installed
     already: bool
     blobs_written: int
+    # Models the node will refuse to load (publisher signatures), and why.
+    untrusted: list[str] = field(default_factory=list)
+
+
+def _untrusted(desired: DesiredState) -> list[str]:
+    """Signed models (issue 10, part 1) are checked by ``node_runtime.trust`` before
+    every load, as for a model fetched online; said here too, so the operator at the
+    site learns it at import. Absent before that part is merged."""
+    try:
+        from node_runtime import trust  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    policy = trust.TrustPolicy.of(desired)
+    return [f"{m.name}:{m.ref}: {why}" for m in desired.models if (why := trust.refusal(m, policy))]
 
 
 def node_key_path(data_dir: Path) -> Path:
@@ -153,7 +167,9 @@ def import_bundle(source: Path, data_dir: Path) -> Imported:
         models=[f"{m.name}:{m.ref}" for m in desired.models],
     )
     _write_atomic(data_dir / INSTALLED, installed.model_dump_json().encode())
-    return Imported(installed, already=False, blobs_written=len(staged))
+    return Imported(
+        installed, already=False, blobs_written=len(staged), untrusted=_untrusted(desired)
+    )
 
 
 def _mine(body: BundleBody, me: identity.Identity) -> DesiredState:

@@ -150,6 +150,8 @@ def import_bundle(
         f"installed bundle {done.installed.bundle_id} (revision {done.installed.revision}, "
         f"{done.blobs_written} new blob(s)): {', '.join(done.installed.models) or 'no models'}"
     )
+    for refusal in done.untrusted:
+        err.print(f"[bold yellow]will not load:[/] {escape(refusal)}")
 
 
 @app.command("export-reports")
