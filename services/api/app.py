@@ -13,21 +13,12 @@ from litestar.openapi.spec import Components as OAComponents
 from litestar.openapi.spec import SecurityScheme
 
 from core.settings import Settings
-from services.api import (
-    billing,
-    fleet,
-    health,
-    invoices,
-    jobs,
-    offline,
-    registry,
-    tenants,
-    usage,
-)
+from services.api import billing, fleet, health, invoices, jobs, registry, tenants, usage
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
 from services.api.metrics import metrics_middleware
+from services.api.offline import OFFLINE_ROUTES
 from services.components import Components
 from services.console import console_router, template_config
 
@@ -64,9 +55,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             billing.TenantBillingController,
             billing.stripe_webhook,
             jobs.JobController,
-            offline.InstallationController,
-            offline.OfflineFleetController,
-            offline.StatementController,
+            *OFFLINE_ROUTES,
             console_router(settings),
         ],
         template_config=template_config(),

@@ -204,3 +204,6 @@ class StatementController(Controller):
             now=utcnow(),
             max_events=hangar.settings.billing.import_max_events,
         )
+
+
+OFFLINE_ROUTES = [InstallationController, OfflineFleetController, StatementController]

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from node_runtime.cli import app as node_app
-from services.cli import billing, fleet, offline, transfer
+from services.cli import billing, fleet, transfer
 from services.cli.client import JSON, OPERATOR, call, out, print_json, show_table
+from services.cli.offline import register as register_offline
 
 app = typer.Typer(
     help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True
@@ -28,7 +29,7 @@ app.add_typer(jobs, name="jobs")
 app.add_typer(node_app, name="node")
 fleet.register(app)
 billing.register(app, tenants)
-offline.register(app)
+register_offline(app)
 
 
 def _settings():
