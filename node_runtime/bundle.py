@@ -151,6 +151,8 @@ def import_bundle(source: Path, data_dir: Path) -> Imported:
             if listed.get(m.digest) != m.size:
                 raise BundleRefused(f"the bundle does not carry {m.name} ({m.digest})")
         cache = BlobCache(data_dir)
+        for left in data_dir.glob("bundle-staging-*"):  # from an import that was killed
+            shutil.rmtree(left, ignore_errors=True)
         staging = data_dir / f"bundle-staging-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         try:
