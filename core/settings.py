@@ -126,6 +126,9 @@ class Settings(BaseSettings):
 
     operator_token: SecretStr = SecretStr("")
     data_dir: Path = Path(".hangar")
+    # This installation's Ed25519 key: signs bundles and usage statements. Made on first
+    # use; empty means DATA_DIR/installation-key.pem. Keep it with the backups.
+    installation_key: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -135,3 +138,7 @@ class Settings(BaseSettings):
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @property
+    def installation_key_path(self) -> Path:
+        return self.installation_key or self.data_dir / "installation-key.pem"

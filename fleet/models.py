@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -83,6 +85,10 @@ class Node(Base):
     # The node's hash of its facts and report as last stored: a heartbeat carrying the
     # same hash sends neither, and writes only last_seen_at.
     state_hash: Mapped[str | None] = mapped_column(String(64))
+    # Issued by `hangar nodes create-offline`: its reports arrive as signed files.
+    offline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The node's own Ed25519 public key, pinned by the first report file imported.
+    report_key: Mapped[str | None] = mapped_column(Text)
 
 
 class NodeReadyBlob(Base):

@@ -4,7 +4,17 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, String
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,3 +60,36 @@ class ClosedPeriod(CreatedAt, Base):
     # The first day of the month (UTC).
     period: Mapped[date] = mapped_column(Date, primary_key=True)
     reference: Mapped[str] = mapped_column(String(32))
+
+
+class UsageIssuer(CreatedAt, Base):
+    """An on-premise installation whose signed monthly statements a tenant accepts."""
+
+    __tablename__ = "usage_issuers"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        UniqueConstraint("tenant_id", "key_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    public_key: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(16))
+
+
+class UsageStatement(Base):
+    """A statement imported from an issuer: one per issuer and month."""
+
+    __tablename__ = "usage_statements"
+    __table_args__ = (UniqueConstraint("issuer_id", "period"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    issuer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("usage_issuers.id", ondelete="CASCADE"))
+    statement_id: Mapped[uuid.UUID] = mapped_column()
+    period: Mapped[date] = mapped_column(Date)
+    quantities: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    imported_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

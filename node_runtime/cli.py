@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from node_runtime import DEFAULT_DATA_DIR
 
@@ -83,10 +84,10 @@ def enroll(
     try:
         got = control.enroll(server, EnrollRequest(token=token, name=name, facts=node_facts))
     except ControlPlaneRefused as exc:
-        err.print(f"[bold red]enrollment refused ({exc.status}):[/] {exc.message}")
+        err.print(f"[bold red]enrollment refused ({exc.status}):[/] {escape(exc.message)}")
         raise typer.Exit(1) from None
     except ControlPlaneUnreachable as exc:
-        err.print(f"[bold red]cannot enroll:[/] {exc}")
+        err.print(f"[bold red]cannot enroll:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     path = identity.save(
         data_dir,
@@ -131,7 +132,7 @@ def run(
     runtime = NodeRuntime(settings, me)
     out.print(
         f"node {runtime.identity.name} serving on http://{settings.host}:{settings.port}/v1 "
-        f"(control plane {runtime.identity.server}, air-gapped: {settings.air_gapped}, "
+        f"(control plane {runtime.identity.server or 'none: offline'}, air-gapped: {settings.air_gapped}, "
         f"peers reach it at {runtime.facts.api_url})"
     )
     uvicorn.run(
@@ -141,6 +142,63 @@ def run(
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
+
+
+@app.command("init-offline")
+def init_offline(
+    identity_file: Annotated[Path, typer.Argument(help="from `hangar nodes create-offline`")],
+    data_dir: DATA_DIR = Path(".hangar-node"),
+) -> None:
+    """Set up a node that never reaches the control plane (models come by bundle)."""
+    from node_runtime.bundle import BundleRefused
+    from node_runtime.bundle import init_offline as install
+
+    try:
+        ident = install(identity_file, data_dir)
+    except BundleRefused as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    out.print(f"offline node {ident.node_id} ({ident.name}) set up in {data_dir}")
+
+
+@app.command("import-bundle")
+def import_bundle(
+    bundle: Annotated[Path, typer.Argument(help="a file from `hangar bundle create`")],
+    data_dir: DATA_DIR = Path(".hangar-node"),
+) -> None:
+    """Verify a bundle (signature, tenant, node, every blob digest) and install it whole;
+    a refused bundle changes nothing. Restart `hangar node run` to serve it."""
+    from node_runtime.bundle import BundleRefused
+    from node_runtime.bundle import import_bundle as install
+
+    try:
+        done = install(bundle, data_dir)
+    except BundleRefused as exc:
+        err.print(f"[bold red]bundle refused:[/] {escape(str(exc))}; nothing was changed")
+        raise typer.Exit(1) from None
+    if done.already:
+        out.print(f"bundle {done.installed.bundle_id} is already installed; nothing changed")
+        return
+    out.print(
+        f"installed bundle {done.installed.bundle_id} (revision {done.installed.revision}, "
+        f"{done.blobs_written} new blob(s)): {', '.join(done.installed.models) or 'no models'}"
+    )
+    for refusal in done.untrusted:
+        err.print(f"[bold yellow]will not load:[/] {escape(refusal)}")
+
+
+@app.command("export-reports")
+def export_reports(
+    output: Annotated[Path, typer.Option("-o", "--output", help="the report file to write")],
+    data_dir: DATA_DIR = Path(".hangar-node"),
+) -> None:
+    """Write the heartbeats kept in the outbox to a file signed by this node's key,
+    for `hangar fleet import-reports` on the control plane."""
+    from node_runtime.reports_export import export_reports as export
+
+    written, left = export(data_dir, output)
+    more = f"; {left} more queued: run it again" if left else ""
+    out.print(f"wrote {written} report(s) to {output}{more}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ class ControlPlane:
         self.http = httpx.AsyncClient(base_url=self.server, headers=self.auth, timeout=timeout)
 
     async def _call(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
+        if not self.server:  # an offline node (`hangar node init-offline`): never dial out
+            raise ControlPlaneUnreachable(
+                "no control plane: this node is offline (bundles in, report files out)"
+            )
         try:
             resp = await self.http.request(
                 method, path, json=body.model_dump(mode="json") if body is not None else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from node_runtime.cache import BlobCache, Cancelled
 from node_runtime.control import ControlPlane
-from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
+from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable, DownloadFailed
 from node_runtime.identity import Identity
 from node_runtime.settings import NodeSettings
 from node_runtime.trust import TrustPolicy, refusal
@@ -268,6 +268,10 @@ class Syncer:
         return False
 
     def _fetch(self, model: DesiredModel, cancel: threading.Event) -> None:
+        if not self.identity.server:
+            raise DownloadFailed(
+                "this node is offline: import a bundle that carries the model (`hangar node import-bundle`)"
+            )
         self.cache.download(
             self.identity.server,
             model.download_path,

@@ -68,10 +68,11 @@ def localstripe() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(stack, localstripe) -> Settings:
+def settings(stack, localstripe, tmp_path_factory) -> Settings:
     url, s3 = stack
     return Settings(
         operator_token=SecretStr(secrets.token_urlsafe(16)),
+        installation_key=tmp_path_factory.mktemp("installation") / "installation-key.pem",
         database=DatabaseSettings(url=url),
         s3=S3Settings(
             endpoint=s3.endpoint,

@@ -21,6 +21,7 @@ from services.api.errors import HANDLERS
 from services.api.guards import guards_middleware
 from services.api.heartbeat_lane import HeartbeatLane
 from services.api.metrics import metrics_middleware
+from services.api.offline import OFFLINE_ROUTES
 from services.components import Components
 from services.console import console_router, template_config
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Hear
             billing.TenantBillingController,
             billing.stripe_webhook,
             jobs.JobController,
+            *OFFLINE_ROUTES,
             console_router(settings),
         ],
         template_config=template_config(),

@@ -12,6 +12,7 @@ from services.cli import billing, fleet, ids, login, transfer, trust
 from services.cli.choices import OpeningPlan, Scope
 from services.cli.client import JSON, OPERATOR, call, emit, mode, print_json, say, show_table
 from services.cli.entry import VERSION, HangarTyper
+from services.cli.offline import register as register_offline
 
 app = HangarTyper(
     help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True
@@ -31,6 +32,7 @@ fleet.register(app)
 billing.register(app, tenants)
 trust.register(app, models)
 login.register(app)
+register_offline(app)
 
 
 @app.callback()
