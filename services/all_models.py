@@ -5,6 +5,7 @@ from core.db import Base
 from fleet import models as fleet_models  # noqa: F401
 from metering import models as metering_models  # noqa: F401
 from registry import models as registry_models  # noqa: F401
+from services.api import idempotency as idempotency_models  # noqa: F401
 from tenants import models as tenant_models  # noqa: F401
 
 metadata = Base.metadata

@@ -7,16 +7,23 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components as OAComponents
-from litestar.openapi.spec import SecurityScheme
 
 from core.settings import Settings
-from services.api import billing, fleet, health, invoices, jobs, registry, tenants, usage
+from services.api import (
+    billing,
+    fleet,
+    health,
+    invoices,
+    jobs,
+    openapi,
+    registry,
+    tenants,
+    usage,
+)
 from services.api.auth import provide_principal
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
+from services.api.idempotency import idempotency_middleware
 from services.api.metrics import metrics_middleware
 from services.components import Components
 from services.console import console_router, template_config
@@ -33,7 +40,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             if components is None:
                 await hangar.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health.healthz,
             health.metrics,
@@ -55,6 +62,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             billing.stripe_webhook,
             jobs.JobController,
             console_router(settings),
+            openapi.assets_router(),
         ],
         template_config=template_config(),
         dependencies={
@@ -63,18 +71,10 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
             "principal": Provide(provide_principal),
         },
         exception_handlers=HANDLERS,
-        middleware=[metrics_middleware],
+        middleware=[metrics_middleware, idempotency_middleware],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(
-            title="Hangar",
-            version="0.1.0",
-            description="Metered model registry and fleet control plane for private AI.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-            components=OAComponents(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
-            ),
-            security=[{"bearer": []}],
-        ),
+        openapi_config=openapi.config(),
         debug=False,
     )
+    openapi.document(app)
+    return app

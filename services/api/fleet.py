@@ -28,6 +28,7 @@ from fleet.schemas import (
     RolloutOut,
 )
 from services.api.auth import Principal, bearer
+from services.api.openapi import IDEMPOTENCY_KEY, doc
 from services.components import Components
 from tenants.schemas import Scope
 from wire.contract import (
@@ -55,7 +56,7 @@ class EnrollmentTokenController(Controller):
     path = "/v1/enrollment-tokens"
     tags = ["fleet"]
 
-    @post("/")
+    @post("/", opt=doc(409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, principal: Principal, data: EnrollmentTokenCreate
     ) -> EnrollmentTokenCreated:
@@ -189,7 +190,7 @@ class DeploymentController(Controller):
     path = "/v1/deployments"
     tags = ["fleet"]
 
-    @post("/")
+    @post("/", opt=doc(404, 409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, principal: Principal, data: DeploymentCreate
     ) -> DeploymentOut:
@@ -223,7 +224,7 @@ class NodeAgentController(Controller):
     path = "/v1/fleet"
     tags = ["node runtime"]
 
-    @post("/enroll", status_code=201, security=[])
+    @post("/enroll", status_code=201, security=[], opt=doc(401, 402, 403, 404, 409))
     async def enroll(
         self, db: AsyncSession, hangar: Components, data: EnrollRequest
     ) -> EnrollResponse:
@@ -235,7 +236,7 @@ class NodeAgentController(Controller):
             node_limit=hangar.quotas,
         )
 
-    @post("/heartbeat", status_code=200)
+    @post("/heartbeat", status_code=200, opt=doc(401, 403))
     async def heartbeat(
         self, request: Request, hangar: Components, data: Heartbeat
     ) -> HeartbeatReply:
@@ -294,7 +295,7 @@ class RolloutController(Controller):
     path = "/v1/rollouts"
     tags = ["fleet"]
 
-    @post("/")
+    @post("/", opt=doc(404, 409))
     async def start(
         self, db: AsyncSession, hangar: Components, principal: Principal, data: RolloutCreate
     ) -> RolloutOut:
@@ -327,7 +328,7 @@ class RolloutController(Controller):
         principal.require(Scope.read)
         return await rollouts.get_rollout(db, tenant_id=principal.tenant_id, rollout_id=rollout_id)
 
-    @post("/{rollout_id:uuid}/pause", status_code=200)
+    @post("/{rollout_id:uuid}/pause", status_code=200, opt=doc(409))
     async def pause(
         self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
     ) -> RolloutOut:
@@ -339,7 +340,7 @@ class RolloutController(Controller):
             to=rollouts.RolloutState.paused,
         )
 
-    @post("/{rollout_id:uuid}/resume", status_code=200)
+    @post("/{rollout_id:uuid}/resume", status_code=200, opt=doc(409))
     async def resume(
         self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
     ) -> RolloutOut:
@@ -351,7 +352,7 @@ class RolloutController(Controller):
             to=rollouts.RolloutState.running,
         )
 
-    @post("/{rollout_id:uuid}/abort", status_code=200)
+    @post("/{rollout_id:uuid}/abort", status_code=200, opt=doc(409))
     async def abort(
         self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
     ) -> RolloutOut:

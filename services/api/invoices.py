@@ -17,6 +17,7 @@ from core.db import utcnow
 from metering.periods import Period
 from services.api.auth import Principal, provide_operator
 from services.api.exports import ExportFormat, export_response
+from services.api.openapi import IDEMPOTENCY_KEY, doc, export_responses
 from services.api.usage import period_or_current
 from services.components import Components
 from tenants.schemas import Scope
@@ -53,7 +54,7 @@ class InvoiceController(Controller):
             db, tenant_id=principal.tenant_id, period=period_or_current(period)
         )
 
-    @get("/export")
+    @get("/export", opt=doc(responses=export_responses()))
     async def export(
         self,
         db: AsyncSession,
@@ -98,7 +99,7 @@ class OperatorInvoiceController(Controller):
     tags = ["operator"]
     dependencies = {"operator": Provide(provide_operator)}
 
-    @get("/")
+    @get("/", opt=doc(404))
     async def list(
         self,
         db: AsyncSession,
@@ -112,7 +113,7 @@ class OperatorInvoiceController(Controller):
             db, tenant_id=tenant_id, period=_period(period), status=status
         )
 
-    @get("/export")
+    @get("/export", opt=doc(404, responses=export_responses()))
     async def export(
         self,
         db: AsyncSession,
@@ -131,7 +132,9 @@ class OperatorInvoiceController(Controller):
     async def show(self, db: AsyncSession, operator: None, ref: str) -> InvoiceOut:
         return await invoices.get_invoice(db, tenant_id=None, ref=ref)
 
-    @post("/{ref:str}/credit-notes", status_code=201)
+    @post(
+        "/{ref:str}/credit-notes", status_code=201, opt=doc(409, headers=(IDEMPOTENCY_KEY,))
+    )
     async def credit(
         self, db: AsyncSession, hangar: Components, operator: None, ref: str, data: CreditNoteIn
     ) -> CreditNoteOut:
@@ -144,6 +147,6 @@ class OperatorInvoiceController(Controller):
             prefix=hangar.settings.billing.invoice_prefix,
         )
 
-    @post("/{ref:str}/void", status_code=200)
+    @post("/{ref:str}/void", status_code=200, opt=doc(409))
     async def void(self, db: AsyncSession, operator: None, ref: str) -> InvoiceOut:
         return await invoices.void_invoice(db, ref=ref, now=utcnow())

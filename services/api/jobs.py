@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from core.errors import NotFound
 from services.api.auth import provide_operator
+from services.api.openapi import doc
 from services.components import Components
 from services.scheduler import JOBS, run_job
 
@@ -44,7 +45,7 @@ class JobController(Controller):
     async def list(self, operator: None) -> list[JobOut]:
         return [JobOut(name=j.name, schedule=str(j.trigger), what=j.help) for j in JOBS.values()]
 
-    @post("/{name:str}/run", status_code=200)
+    @post("/{name:str}/run", status_code=200, opt=doc(409))
     async def run(
         self, hangar: Components, name: str, operator: None, data: JobRun | None = None
     ) -> JobResult:

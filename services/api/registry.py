@@ -26,6 +26,15 @@ from registry.schemas import (
     VersionOut,
 )
 from services.api.auth import Principal
+from services.api.openapi import (
+    BINARY,
+    IDEMPOTENCY_KEY,
+    IF_RANGE,
+    RANGE,
+    UPLOAD_OFFSET,
+    blob_responses,
+    doc,
+)
 from services.components import Components
 from tenants.schemas import Scope
 from wire.refs import is_plain_number
@@ -136,7 +145,7 @@ class ModelController(Controller):
         tags = [t.name for t in model.tags if t.version_id == version.id]
         return service.version_out(version, tags)
 
-    @delete("/{name:str}/versions/{ref:str}")
+    @delete("/{name:str}/versions/{ref:str}", opt=doc(409))
     async def delete_version(
         self, db: AsyncSession, principal: Principal, name: str, ref: str
     ) -> None:
@@ -166,7 +175,12 @@ class ModelController(Controller):
             db, tenant_id=principal.tenant_id, name=name, tag=tag, on_change=model_changed
         )
 
-    @post("/{name:str}/versions", status_code=201, request_max_body_size=None)
+    @post(
+        "/{name:str}/versions",
+        status_code=201,
+        request_max_body_size=None,
+        opt=doc(402, 409, 413, body=BINARY),
+    )
     async def push(
         self,
         request: Request,
@@ -188,14 +202,20 @@ class ModelController(Controller):
             body=_body(request),
         )
 
-    @get("/{name:str}/versions/{ref:str}/blob")
+    @get(
+        "/{name:str}/versions/{ref:str}/blob",
+        opt=doc(402, 416, headers=(RANGE, IF_RANGE), responses=blob_responses()),
+    )
     async def download(
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response:
         dl = await _open_blob(request, hangar, principal, name, ref, send_body=True)
         return Stream(dl.body, **_blob_response(dl))
 
-    @head("/{name:str}/versions/{ref:str}/blob")
+    @head(
+        "/{name:str}/versions/{ref:str}/blob",
+        opt=doc(402, 416, headers=(RANGE, IF_RANGE), responses=blob_responses()),
+    )
     async def download_head(
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response[None]:
@@ -208,7 +228,7 @@ class UploadController(Controller):
     path = "/v1/uploads"
     tags = ["registry"]
 
-    @post("/")
+    @post("/", opt=doc(402, 409, headers=(IDEMPOTENCY_KEY,)))
     async def start(
         self, hangar: Components, principal: Principal, data: UploadCreate
     ) -> UploadOut:
@@ -237,7 +257,11 @@ class UploadController(Controller):
             await hangar.uploads.get(tenant_id=principal.tenant_id, upload_id=upload_id)
         )
 
-    @patch("/{upload_id:uuid}", request_max_body_size=None)
+    @patch(
+        "/{upload_id:uuid}",
+        request_max_body_size=None,
+        opt=doc(402, 409, 413, body=BINARY, headers=(UPLOAD_OFFSET,)),
+    )
     async def append(
         self, request: Request, hangar: Components, principal: Principal, upload_id: uuid.UUID
     ) -> UploadOut:
@@ -252,7 +276,7 @@ class UploadController(Controller):
         )
         return upload_out(upload)
 
-    @post("/{upload_id:uuid}/complete", status_code=201)
+    @post("/{upload_id:uuid}/complete", status_code=201, opt=doc(402, 409))
     async def complete(
         self, hangar: Components, principal: Principal, upload_id: uuid.UUID, data: UploadComplete
     ) -> PushResult:

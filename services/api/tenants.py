@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.accounts import open_tenant, plans_now
 from core.db import utcnow
 from services.api.auth import Principal, provide_operator
+from services.api.openapi import IDEMPOTENCY_KEY, doc
 from services.components import Components
 from tenants import service
 from tenants.models import Tenant
@@ -35,7 +36,7 @@ class TenantController(Controller):
     tags = ["operator"]
     dependencies = {"operator": Provide(provide_operator)}
 
-    @post("/")
+    @post("/", opt=doc(409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, hangar: Components, data: TenantCreate, operator: None
     ) -> TenantCreated:
@@ -58,7 +59,7 @@ class KeyController(Controller):
     path = "/v1/keys"
     tags = ["keys"]
 
-    @post("/")
+    @post("/", opt=doc(409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, principal: Principal, data: ApiKeyCreate
     ) -> ApiKeyCreated:
