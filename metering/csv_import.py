@@ -19,7 +19,9 @@ def events_from_csv(text: str) -> list[dict[str, Any]]:
     events = []
     for row in reader:
         # Empty cells are absent fields; a row longer than the header lands under None.
-        event: dict[str, Any] = {k: v for k, v in row.items() if k is not None and v not in ("", None)}
+        event: dict[str, Any] = {
+            k: v for k, v in row.items() if k is not None and v not in ("", None)
+        }
         if None in row:
             event["(extra columns)"] = row[None]
         if isinstance(event.get("quantity"), str) and event["quantity"].isdigit():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
@@ -29,6 +28,7 @@ from fleet.schemas import (
 )
 from services.api.auth import Principal, bearer
 from services.api.openapi import IDEMPOTENCY_KEY, doc
+from services.api.paging import After, Limit, link_response, paged
 from services.components import Components
 from tenants.schemas import Scope
 from wire.contract import (
@@ -71,11 +71,18 @@ class EnrollmentTokenController(Controller):
         )
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[EnrollmentTokenOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[EnrollmentTokenOut]]:
         principal.require_admin()
-        return [
-            tokens.token_out(t) for t in await tokens.list_tokens(db, tenant_id=principal.tenant_id)
-        ]
+        found = await tokens.list_tokens(db, tenant_id=principal.tenant_id)
+        out = [tokens.token_out(t) for t in found]
+        return paged(request, out, key=lambda t: t.id, after=after, limit=limit)
 
     @delete("/{token_id:uuid}", status_code=200)
     async def revoke(
@@ -106,8 +113,9 @@ class NodeController(Controller):
         db: AsyncSession,
         hangar: Components,
         principal: Principal,
-        after: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
+        request: Request,
+        after: After = None,
+        limit: Limit = 1000,
     ) -> Response[list[NodeOut]]:
         """Nodes by name, one page at a time (keyset: fast at any depth)."""
         principal.require(Scope.read)
@@ -115,9 +123,11 @@ class NodeController(Controller):
         page, next_after = await nodes.page_nodes(
             db, tenant_id=principal.tenant_id, after=after, limit=limit
         )
-        return Response(
+        return link_response(
+            request,
             [nodes.node_out(n, offline_after=offline) for n in page],
-            headers={NEXT_HEADER: next_after} if next_after else {},
+            next_after,
+            **({NEXT_HEADER: next_after} if next_after else {}),
         )
 
     @get("/{node_id:uuid}")
@@ -204,9 +214,17 @@ class DeploymentController(Controller):
         )
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[DeploymentOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[DeploymentOut]]:
         principal.require(Scope.read)
-        return await deployments.list_deployments(db, tenant_id=principal.tenant_id)
+        found = await deployments.list_deployments(db, tenant_id=principal.tenant_id)
+        return paged(request, found, key=lambda d: d.id, after=after, limit=limit)
 
     @delete("/{deployment_id:uuid}")
     async def remove(
@@ -315,11 +333,18 @@ class RolloutController(Controller):
 
     @get("/")
     async def list(
-        self, db: AsyncSession, principal: Principal, model: str | None = None
-    ) -> list[RolloutOut]:
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        model: str | None = None,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[RolloutOut]]:
         """Newest first; ``model=NAME:TAG`` for one tag's rollouts."""
         principal.require(Scope.read)
-        return await rollouts.list_rollouts(db, tenant_id=principal.tenant_id, model=model)
+        found = await rollouts.list_rollouts(db, tenant_id=principal.tenant_id, model=model)
+        return paged(request, found, key=lambda r: r.id, after=after, limit=limit)
 
     @get("/{rollout_id:uuid}")
     async def show(

@@ -179,6 +179,8 @@ async def _answer_again(first: IdempotencyRecord, fingerprint: str, send: Send) 
 
 
 async def _run_and_remember(app, scope, body, send, sessions, caller, key) -> None:
+    """Run the request and send its answer only once it is remembered (and the handler's
+    transaction committed), so an immediate retry already gets it, not a 409."""
     sent = False
 
     async def replay() -> Message:
@@ -188,32 +190,39 @@ async def _run_and_remember(app, scope, body, send, sessions, caller, key) -> No
             return {"type": "http.request", "body": body, "more_body": False}
         return {"type": "http.disconnect"}
 
-    status: int | None = None
-    content_type: str | None = None
-    chunks: list[bytes] = []
+    messages: list[Message] = []
 
-    async def capture(message: Message) -> None:
-        nonlocal status, content_type
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            for name, value in message.get("headers", []):
-                if name.lower() == b"content-type":
-                    content_type = value.decode("latin-1")
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-        await send(message)
+    async def hold(message: Message) -> None:
+        messages.append(message)
 
     try:
-        await app(scope, replay, capture)
+        await app(scope, replay, hold)
     finally:
-        async with transaction(sessions) as session:
-            record = await session.get(IdempotencyRecord, (caller, key))
-            if record is None:
-                pass
-            elif status is None or status >= 500:
-                # Nothing (or a server fault) happened: let a retry run it again.
-                await session.delete(record)
-            else:
-                record.status = status
-                record.content_type = content_type
-                record.body = b"".join(chunks)
+        await _remember(sessions, caller, key, messages)
+    for message in messages:
+        await send(message)
+
+
+async def _remember(sessions, caller: str, key: str, messages: list[Message]) -> None:
+    start = next((m for m in messages if m["type"] == "http.response.start"), None)
+    status = start["status"] if start else None
+    async with transaction(sessions) as session:
+        record = await session.get(IdempotencyRecord, (caller, key))
+        if record is None:
+            return
+        if status is None or status >= 500:
+            # Nothing (or a server fault) happened: let a retry run it again.
+            await session.delete(record)
+            return
+        record.status = status
+        record.content_type = next(
+            (
+                v.decode("latin-1")
+                for k, v in start.get("headers", [])
+                if k.lower() == b"content-type"
+            ),
+            None,
+        )
+        record.body = b"".join(
+            m.get("body", b"") for m in messages if m["type"] == "http.response.body"
+        )

@@ -56,7 +56,10 @@ STATUSES: dict[int, tuple[str, str]] = {
     402: ("payment_required", "Refused by the plan: a limit, a spend cap or an ended trial."),
     403: ("forbidden", "The credential is valid but its scopes do not allow this."),
     404: ("not_found", "No such object in the caller's tenant."),
-    409: ("conflict", "The request conflicts with the current state (or reuses an Idempotency-Key)."),
+    409: (
+        "conflict",
+        "The request conflicts with the current state (or reuses an Idempotency-Key).",
+    ),
     413: ("too_large", "The body is larger than this route accepts."),
     416: ("range_not_satisfiable", "The Range lies outside the file."),
     431: ("headers_too_large", "A request header (or all of them) is too large."),
@@ -206,9 +209,25 @@ def _document(op: Operation, handler: Any, path: str) -> None:
         op.parameters = [*(op.parameters or []), *extra.headers]
     responses = {k: v for k, v in (op.responses or {}).items() if int(k) < 400}
     responses.update(extra.responses)
+    _link_header(op, responses)
     for status in sorted(_statuses(op, handler, path, extra)):
         responses[str(status)] = Reference(ref=f"#/components/responses/{_name(status)}")
     op.responses = responses  # type: ignore[assignment]
+
+
+def _link_header(op: Operation, responses: dict[str, Any]) -> None:
+    """Every list route pages the same way (services/api/paging.py): say so."""
+    query = {p.name for p in op.parameters or [] if getattr(p, "param_in", None) == "query"}
+    ok = responses.get("200")
+    if {"after", "limit"} <= query and isinstance(ok, OpenAPIResponse):
+        ok.headers = {
+            **(ok.headers or {}),
+            "Link": OpenAPIHeader(
+                schema=Schema(type=OpenAPIType.STRING),
+                description='`<URL>; rel="next"` while there are more items: GET it for '
+                "the next page",
+            ),
+        }
 
 
 def document(app: Litestar) -> None:
@@ -258,9 +277,7 @@ def blob_responses() -> dict[str, OpenAPIResponse]:
     partial = {**headers, "Content-Range": _string_header("bytes START-END/SIZE")}
     return {
         "200": OpenAPIResponse(description="The whole file.", headers=headers, content=BINARY),
-        "206": OpenAPIResponse(
-            description="The requested range.", headers=partial, content=BINARY
-        ),
+        "206": OpenAPIResponse(description="The requested range.", headers=partial, content=BINARY),
     }
 
 
@@ -270,9 +287,7 @@ def export_responses() -> dict[str, OpenAPIResponse]:
             description="An attachment: CSV with a header row (`format=csv`) or a JSON list.",
             headers={"Content-Disposition": _string_header('attachment; filename="..."')},
             content={
-                "text/csv; charset=utf-8": OpenAPIMediaType(
-                    schema=Schema(type=OpenAPIType.STRING)
-                ),
+                "text/csv; charset=utf-8": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
                 "application/json": OpenAPIMediaType(
                     schema=Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT))
                 ),
@@ -301,7 +316,10 @@ USAGE_EVENT = Schema(
             "hourly sample, egress and peer_transfer in bytes sent, inference in requests",
         ),
         "quantity": Schema(
-            type=OpenAPIType.INTEGER, minimum=0, maximum=2**63 - 1, description="in the meter's unit"
+            type=OpenAPIType.INTEGER,
+            minimum=0,
+            maximum=2**63 - 1,
+            description="in the meter's unit",
         ),
         "occurred_at": Schema(
             type=OpenAPIType.STRING,
@@ -325,9 +343,7 @@ USAGE_IMPORT_BODY = {
         schema=Schema(
             type=OpenAPIType.OBJECT,
             required=["events"],
-            properties={
-                "events": Schema(type=OpenAPIType.ARRAY, items=USAGE_EVENT, min_items=1)
-            },
+            properties={"events": Schema(type=OpenAPIType.ARRAY, items=USAGE_EVENT, min_items=1)},
         ),
         example={"events": [USAGE_IMPORT_EXAMPLE]},
     ),

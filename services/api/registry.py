@@ -35,6 +35,7 @@ from services.api.openapi import (
     blob_responses,
     doc,
 )
+from services.api.paging import After, Limit, paged
 from services.components import Components
 from tenants.schemas import Scope
 from wire.refs import is_plain_number
@@ -123,9 +124,17 @@ class ModelController(Controller):
     tags = ["registry"]
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[ModelSummary]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[ModelSummary]]:
         principal.require(Scope.read)
-        return await service.list_models(db, tenant_id=principal.tenant_id)
+        found = await service.list_models(db, tenant_id=principal.tenant_id)
+        return paged(request, found, key=lambda m: m.name, after=after, limit=limit)
 
     @get("/{name:str}")
     async def show(self, db: AsyncSession, principal: Principal, name: str) -> ModelOut:
@@ -243,10 +252,18 @@ class UploadController(Controller):
         return upload_out(upload)
 
     @get("/")
-    async def list(self, hangar: Components, principal: Principal) -> list[UploadOut]:
+    async def list(
+        self,
+        request: Request,
+        hangar: Components,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[UploadOut]]:
         """Upload sessions still open (interrupted pushes that can be resumed)."""
         principal.require_admin()
-        return [upload_out(u) for u in await hangar.uploads.list(tenant_id=principal.tenant_id)]
+        found = [upload_out(u) for u in await hangar.uploads.list(tenant_id=principal.tenant_id)]
+        return paged(request, found, key=lambda u: u.id, after=after, limit=limit)
 
     @get("/{upload_id:uuid}")
     async def status(

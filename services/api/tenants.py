@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +12,7 @@ from billing.accounts import open_tenant, plans_now
 from core.db import utcnow
 from services.api.auth import Principal, provide_operator
 from services.api.openapi import IDEMPOTENCY_KEY, doc
+from services.api.paging import After, Limit, paged
 from services.components import Components
 from tenants import service
 from tenants.models import Tenant
@@ -49,10 +50,18 @@ class TenantController(Controller):
         return TenantCreated(**_out(tenant, plan).model_dump(), admin_key=key)
 
     @get("/")
-    async def list(self, db: AsyncSession, operator: None) -> list[TenantOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        operator: None,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[TenantOut]]:
         found = await service.list_tenants(db)
         plans = await plans_now(db, tenant_ids=[t.id for t in found], now=utcnow())
-        return [_out(t, plans[t.id]) for t in found]
+        out = [_out(t, plans[t.id]) for t in found]
+        return paged(request, out, key=lambda t: t.id, after=after, limit=limit)
 
 
 class KeyController(Controller):
@@ -69,11 +78,18 @@ class KeyController(Controller):
         )
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[ApiKeyOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[ApiKeyOut]]:
         principal.require_admin()
-        return [
-            service.key_out(k) for k in await service.list_keys(db, tenant_id=principal.tenant_id)
-        ]
+        found = await service.list_keys(db, tenant_id=principal.tenant_id)
+        out = [service.key_out(k) for k in found]
+        return paged(request, out, key=lambda k: k.id, after=after, limit=limit)
 
     @delete("/{key_id:uuid}", status_code=200)
     async def revoke(self, db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKeyOut:

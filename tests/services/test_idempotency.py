@@ -30,7 +30,9 @@ async def test_a_retried_tenant_create_answers_the_first_time_and_creates_one(ht
 async def test_the_same_key_with_another_body_is_a_409(tenants):
     t = await tenants.create()
     headers = {"Idempotency-Key": _key()}
-    first = await t.request("POST", "/v1/keys/", json={"name": "ci", "scopes": ["read"]}, headers=headers)
+    first = await t.request(
+        "POST", "/v1/keys/", json={"name": "ci", "scopes": ["read"]}, headers=headers
+    )
     other = await t.request(
         "POST", "/v1/keys/", json={"name": "ci", "scopes": ["admin"]}, headers=headers
     )

@@ -56,7 +56,9 @@ async def test_upload_headers_and_binary_bodies_are_documented(spec):
     offset = next(p for p in append["parameters"] if p["name"] == "Upload-Offset")
     assert offset["in"] == "header" and offset["required"] is True
     assert offset["schema"]["pattern"] == "^[0-9]{1,19}$"
-    assert append["requestBody"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+    assert (
+        append["requestBody"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+    )
 
     push = spec["paths"]["/v1/models/{name}/versions"]["post"]
     assert "application/octet-stream" in push["requestBody"]["content"]
@@ -75,7 +77,13 @@ async def test_usage_import_body_is_documented_in_json_and_csv(spec):
 
 
 async def test_creating_posts_take_an_idempotency_key_and_exports_say_csv(spec):
-    for path in ("/v1/tenants", "/v1/keys", "/v1/enrollment-tokens", "/v1/deployments", "/v1/uploads"):
+    for path in (
+        "/v1/tenants",
+        "/v1/keys",
+        "/v1/enrollment-tokens",
+        "/v1/deployments",
+        "/v1/uploads",
+    ):
         names = {p["name"] for p in spec["paths"][path]["post"].get("parameters", [])}
         assert "Idempotency-Key" in names, path
     export = spec["paths"]["/v1/invoices/export"]["get"]["responses"]["200"]["content"]
