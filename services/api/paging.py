@@ -15,6 +15,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
 from litestar import Request, Response
 from litestar.params import Parameter
@@ -51,8 +52,9 @@ def _decode(cursor: str) -> str:
 
 
 def next_link(request: Request, cursor: str) -> str:
-    url = request.url.include_query_params(after=cursor)
-    return f'<{url.path}?{url.query}>; rel="next"'
+    """The same request with ``after`` set (the other filters and ``limit`` kept)."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+    return f'<{request.url.path}?{urlencode([*query, ("after", cursor)])}>; rel="next"'
 
 
 def link_response(
