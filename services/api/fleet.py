@@ -331,7 +331,7 @@ class RolloutController(Controller):
             error_ratio=hangar.settings.fleet.rollout_error_ratio,
         )
 
-    @get("/")
+    @get("/", opt=doc(404))
     async def list(
         self,
         request: Request,
