@@ -74,6 +74,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Lite
         middleware=[metrics_middleware, idempotency_middleware],
         lifespan=[lifespan],
         openapi_config=openapi.config(),
+        plugins=openapi.PLUGINS,
         debug=False,
     )
     openapi.document(app)

@@ -18,6 +18,7 @@ it renders on a network with no internet.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.plugins import OpenAPISchemaPlugin
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 
@@ -146,6 +148,31 @@ def _error_response(status: int) -> OpenAPIResponse:
 
 def _name(status: int) -> str:
     return STATUSES[status][0]
+
+
+class DecimalSchema(OpenAPISchemaPlugin):
+    """Amounts and rates are Decimal: sent as JSON strings (exact), accepted as strings or
+    numbers. Litestar documents a constrained Decimal as a number only."""
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return value is Decimal
+
+    def to_openapi_schema(self, field_definition: Any, schema_creator: Any) -> Schema:
+        schema = Schema(
+            type=[OpenAPIType.NUMBER, OpenAPIType.STRING],
+            pattern=r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$",
+            description="a decimal number, sent as a string",
+        )
+        kwargs = field_definition.kwarg_definition
+        if getattr(kwargs, "ge", None) is not None:
+            schema.minimum = float(kwargs.ge)
+        if getattr(kwargs, "le", None) is not None:
+            schema.maximum = float(kwargs.le)
+        return schema
+
+
+PLUGINS = [DecimalSchema()]
 
 
 def config() -> OpenAPIConfig:
