@@ -77,3 +77,27 @@ async def test_an_answered_error_is_replayed_and_a_bad_key_is_a_clear_400(tenant
     )
     assert bad.status_code == 400
     assert "Idempotency-Key" in bad.json()["error"]
+
+
+async def test_a_key_is_forgotten_after_24_hours(tenants, hangar):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from core.db import transaction
+    from services.api.idempotency import IdempotencyRecord
+
+    t = await tenants.create()
+    key = _key()
+    headers = {"Idempotency-Key": key}
+    first = await t.request("POST", "/v1/enrollment-tokens/", json={"name": "a"}, headers=headers)
+    assert first.status_code == 201
+    async with transaction(hangar.sessions) as session:
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == key)
+            .values(created_at=IdempotencyRecord.created_at - timedelta(hours=25))
+        )
+    # A day later the key is free again: another body is a new request, not a 409.
+    later = await t.request("POST", "/v1/enrollment-tokens/", json={"name": "b"}, headers=headers)
+    assert later.status_code == 201 and later.json()["name"] == "b"
