@@ -238,7 +238,8 @@ def _document(op: Operation, handler: Any, path: str) -> None:
     responses.update(extra.responses)
     _link_header(op, responses)
     for status in sorted(_statuses(op, handler, path, extra)):
-        responses[str(status)] = Reference(ref=f"#/components/responses/{_name(status)}")
+        # A route's own description of a status (``doc(responses=...)``) wins.
+        responses.setdefault(str(status), Reference(ref=f"#/components/responses/{_name(status)}"))
     op.responses = responses  # type: ignore[assignment]
 
 
@@ -386,3 +387,24 @@ USAGE_IMPORT_BODY = {
         + "\n",
     ),
 }
+
+
+def health_responses() -> dict[str, OpenAPIResponse]:
+    """``/healthz`` answers in its own shape, for load balancers and people."""
+    body = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["status"],
+        properties={
+            "status": Schema(type=OpenAPIType.STRING, enum=["ok", "unavailable"]),
+            "problems": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+        },
+    )
+    content = {"application/json": OpenAPIMediaType(schema=body)}
+    return {
+        "200": OpenAPIResponse(description="Postgres and S3 answer.", content=content),
+        "503": OpenAPIResponse(
+            description="Postgres or S3 does not answer; `problems` says which.",
+            headers={"Retry-After": _string_header("seconds to wait")},
+            content=content,
+        ),
+    }
