@@ -82,13 +82,22 @@ async def _json(send: Send, status: int, code: str, message: str, retry: bool = 
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int | None) -> bytes:
+    """The whole body (to fingerprint it), never more than the route accepts."""
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
         if not message.get("more_body"):
             break
     return b"".join(chunks)
@@ -113,7 +122,12 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 "(a UUID is a good choice)",
             )
             return
-        body = await _read_body(receive)
+        limit = scope["route_handler"].resolve_request_max_body_size()
+        try:
+            body = await _read_body(receive, limit)
+        except _TooLarge:
+            await _json(send, 413, "too_large", f"the body is larger than {limit} bytes")
+            return
         fingerprint = hashlib.sha256(
             b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()

@@ -101,3 +101,16 @@ async def test_a_key_is_forgotten_after_24_hours(tenants, hangar):
     # A day later the key is free again: another body is a new request, not a 409.
     later = await t.request("POST", "/v1/enrollment-tokens/", json={"name": "b"}, headers=headers)
     assert later.status_code == 201 and later.json()["name"] == "b"
+
+
+async def test_a_body_past_the_routes_limit_is_a_413_with_a_key_too(tenants):
+    t = await tenants.create()
+    huge = b'{"name": "' + b"x" * (11 * 1024 * 1024) + b'"}'
+    resp = await t.request(
+        "POST",
+        "/v1/enrollment-tokens/",
+        content=huge,
+        headers={"Idempotency-Key": _key(), "Content-Type": "application/json"},
+    )
+    assert resp.status_code == 413
+    assert resp.json()["code"] == "too_large"
