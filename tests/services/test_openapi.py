@@ -35,7 +35,8 @@ async def test_every_error_is_documented_as_the_real_error_shape(spec):
         assert response["content"]["application/json"]["schema"]["$ref"] == ERROR_REF, name
     for path, method, op in _operations(spec):
         for status, response in op["responses"].items():
-            if int(status) >= 400:
+            # /healthz answers its own {status, problems} shape, documented as such.
+            if int(status) >= 400 and path != "/healthz":
                 assert response["$ref"].startswith("#/components/responses/"), (path, method)
 
 
