@@ -7,6 +7,7 @@ from metering import models as metering_models  # noqa: F401
 from registry import models as registry_models  # noqa: F401
 from registry import signing as registry_signing  # noqa: F401
 from registry import trust as registry_trust  # noqa: F401
+from services.api import idempotency as idempotency_models  # noqa: F401
 from tenants import models as tenant_models  # noqa: F401
 
 metadata = Base.metadata

@@ -7,19 +7,27 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components as OAComponents
-from litestar.openapi.spec import SecurityScheme
 
 from core.settings import Settings
-from services.api import billing, fleet, health, invoices, jobs, registry, tenants, trust, usage
+from services.api import (
+    billing,
+    fleet,
+    health,
+    invoices,
+    jobs,
+    openapi,
+    registry,
+    tenants,
+    trust,
+    usage,
+)
 from services.api.auth import provide_principal
 from services.api.blobs import BlobController
 from services.api.deps import provide_components, provide_db
 from services.api.errors import HANDLERS
 from services.api.guards import guards_middleware
 from services.api.heartbeat_lane import HeartbeatLane
+from services.api.idempotency import idempotency_middleware
 from services.api.metrics import metrics_middleware
 from services.api.offline import OFFLINE_ROUTES
 from services.components import Components
@@ -66,6 +74,7 @@ def create_app(settings: Settings, components: Components | None = None) -> Hear
             jobs.JobController,
             *OFFLINE_ROUTES,
             console_router(settings),
+            openapi.assets_router(),
         ],
         template_config=template_config(),
         dependencies={
@@ -74,19 +83,12 @@ def create_app(settings: Settings, components: Components | None = None) -> Hear
             "principal": Provide(provide_principal),
         },
         exception_handlers=HANDLERS,
-        middleware=[metrics_middleware, guards_middleware],
+        # Guards first: a body idempotency would store is one a route can parse.
+        middleware=[metrics_middleware, guards_middleware, idempotency_middleware],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(
-            title="Hangar",
-            version="0.1.0",
-            description="Metered model registry and fleet control plane for private AI.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-            components=OAComponents(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
-            ),
-            security=[{"bearer": []}],
-        ),
+        openapi_config=openapi.config(),
+        plugins=openapi.PLUGINS,
         debug=False,
     )
+    openapi.document(app)
     return HeartbeatLane(app)

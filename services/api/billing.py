@@ -25,6 +25,7 @@ from billing.schemas import (
 )
 from core.db import utcnow
 from services.api.auth import Principal, provide_operator
+from services.api.openapi import doc
 from services.components import Components
 from tenants.plans import Plan
 
@@ -40,7 +41,7 @@ class AccountController(Controller):
         principal.require_admin()
         return await account_out(db, tenant_id=principal.tenant_id, now=utcnow())
 
-    @put("/plan")
+    @put("/plan", opt=doc(402, 409))
     async def choose_plan(
         self, db: AsyncSession, principal: Principal, data: TenantPlanChoice
     ) -> AccountOut:
@@ -59,7 +60,7 @@ class AccountController(Controller):
         await set_spend_cap(db, tenant_id=principal.tenant_id, cap_pence=data.cap_pence)
         return await account_out(db, tenant_id=principal.tenant_id, now=utcnow())
 
-    @put("/payment-method")
+    @put("/payment-method", opt=doc(402))
     async def payment_method(
         self, db: AsyncSession, principal: Principal, hangar: Components, data: PaymentMethodIn
     ) -> AccountOut:
@@ -85,7 +86,7 @@ class TenantBillingController(Controller):
         found = await resolve_tenant(db, tenant)
         return await account_out(db, tenant_id=found.id, now=utcnow())
 
-    @put("/plan")
+    @put("/plan", opt=doc(409))
     async def set_plan(
         self, db: AsyncSession, hangar: Components, operator: None, tenant: str, data: PlanChange
     ) -> AccountOut:
@@ -102,7 +103,7 @@ class TenantBillingController(Controller):
         )
         return await account_out(db, tenant_id=found.id, now=now)
 
-    @put("/contract")
+    @put("/contract", opt=doc(409))
     async def set_contract(
         self, db: AsyncSession, operator: None, tenant: str, data: ContractIn
     ) -> ContractOut:
@@ -120,7 +121,8 @@ class TenantBillingController(Controller):
     tags=["stripe"],
     status_code=200,
     security=[],
-    opt={"json_body": True},  # JSON checked by services.api.guards before the signature
+    # JSON checked by services.api.guards before the signature.
+    opt={**doc(400, 409), "json_body": True},
 )
 async def stripe_webhook(request: Request, db: AsyncSession, hangar: Components) -> dict[str, str]:
     """Stripe's events, signature-checked before anything is read or changed."""

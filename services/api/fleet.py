@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
@@ -28,6 +27,8 @@ from fleet.schemas import (
     RolloutOut,
 )
 from services.api.auth import Principal, bearer
+from services.api.openapi import IDEMPOTENCY_KEY, doc
+from services.api.paging import After, Limit, link_response, paged
 from services.components import Components
 from tenants.schemas import Scope
 from wire.contract import (
@@ -55,7 +56,7 @@ class EnrollmentTokenController(Controller):
     path = "/v1/enrollment-tokens"
     tags = ["fleet"]
 
-    @post("/")
+    @post("/", opt=doc(409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, principal: Principal, data: EnrollmentTokenCreate
     ) -> EnrollmentTokenCreated:
@@ -70,11 +71,18 @@ class EnrollmentTokenController(Controller):
         )
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[EnrollmentTokenOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[EnrollmentTokenOut]]:
         principal.require_admin()
-        return [
-            tokens.token_out(t) for t in await tokens.list_tokens(db, tenant_id=principal.tenant_id)
-        ]
+        found = await tokens.list_tokens(db, tenant_id=principal.tenant_id)
+        out = [tokens.token_out(t) for t in found]
+        return paged(request, out, key=lambda t: t.id, after=after, limit=limit)
 
     @delete("/{token_id:uuid}", status_code=200)
     async def revoke(
@@ -105,8 +113,9 @@ class NodeController(Controller):
         db: AsyncSession,
         hangar: Components,
         principal: Principal,
-        after: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
+        request: Request,
+        after: After = None,
+        limit: Limit = 1000,
     ) -> Response[list[NodeOut]]:
         """Nodes by name, one page at a time (keyset: fast at any depth)."""
         principal.require(Scope.read)
@@ -114,9 +123,11 @@ class NodeController(Controller):
         page, next_after = await nodes.page_nodes(
             db, tenant_id=principal.tenant_id, after=after, limit=limit
         )
-        return Response(
+        return link_response(
+            request,
             [nodes.node_out(n, offline_after=offline) for n in page],
-            headers={NEXT_HEADER: next_after} if next_after else {},
+            next_after,
+            **({NEXT_HEADER: next_after} if next_after else {}),
         )
 
     @get("/{node_id:uuid}")
@@ -189,7 +200,7 @@ class DeploymentController(Controller):
     path = "/v1/deployments"
     tags = ["fleet"]
 
-    @post("/")
+    @post("/", opt=doc(404, 409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, principal: Principal, data: DeploymentCreate
     ) -> DeploymentOut:
@@ -203,9 +214,17 @@ class DeploymentController(Controller):
         )
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[DeploymentOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[DeploymentOut]]:
         principal.require(Scope.read)
-        return await deployments.list_deployments(db, tenant_id=principal.tenant_id)
+        found = await deployments.list_deployments(db, tenant_id=principal.tenant_id)
+        return paged(request, found, key=lambda d: d.id, after=after, limit=limit)
 
     @delete("/{deployment_id:uuid}")
     async def remove(
@@ -223,7 +242,7 @@ class NodeAgentController(Controller):
     path = "/v1/fleet"
     tags = ["node runtime"]
 
-    @post("/enroll", status_code=201, security=[])
+    @post("/enroll", status_code=201, security=[], opt=doc(401, 402, 403, 404, 409))
     async def enroll(
         self, db: AsyncSession, hangar: Components, data: EnrollRequest
     ) -> EnrollResponse:
@@ -235,7 +254,7 @@ class NodeAgentController(Controller):
             node_limit=hangar.quotas,
         )
 
-    @post("/heartbeat", status_code=200)
+    @post("/heartbeat", status_code=200, opt=doc(401, 403))
     async def heartbeat(
         self, request: Request, hangar: Components, data: Heartbeat
     ) -> HeartbeatReply:
@@ -294,7 +313,7 @@ class RolloutController(Controller):
     path = "/v1/rollouts"
     tags = ["fleet"]
 
-    @post("/")
+    @post("/", opt=doc(404, 409))
     async def start(
         self, db: AsyncSession, hangar: Components, principal: Principal, data: RolloutCreate
     ) -> RolloutOut:
@@ -312,13 +331,20 @@ class RolloutController(Controller):
             health=rollouts.Health.of(hangar.settings.fleet),
         )
 
-    @get("/")
+    @get("/", opt=doc(404))
     async def list(
-        self, db: AsyncSession, principal: Principal, model: str | None = None
-    ) -> list[RolloutOut]:
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        model: str | None = None,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[RolloutOut]]:
         """Newest first; ``model=NAME:TAG`` for one tag's rollouts."""
         principal.require(Scope.read)
-        return await rollouts.list_rollouts(db, tenant_id=principal.tenant_id, model=model)
+        found = await rollouts.list_rollouts(db, tenant_id=principal.tenant_id, model=model)
+        return paged(request, found, key=lambda r: r.id, after=after, limit=limit)
 
     @get("/{rollout_id:uuid}")
     async def show(
@@ -327,7 +353,7 @@ class RolloutController(Controller):
         principal.require(Scope.read)
         return await rollouts.get_rollout(db, tenant_id=principal.tenant_id, rollout_id=rollout_id)
 
-    @post("/{rollout_id:uuid}/pause", status_code=200)
+    @post("/{rollout_id:uuid}/pause", status_code=200, opt=doc(409))
     async def pause(
         self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
     ) -> RolloutOut:
@@ -339,7 +365,7 @@ class RolloutController(Controller):
             to=rollouts.RolloutState.paused,
         )
 
-    @post("/{rollout_id:uuid}/resume", status_code=200)
+    @post("/{rollout_id:uuid}/resume", status_code=200, opt=doc(409))
     async def resume(
         self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
     ) -> RolloutOut:
@@ -351,7 +377,7 @@ class RolloutController(Controller):
             to=rollouts.RolloutState.running,
         )
 
-    @post("/{rollout_id:uuid}/abort", status_code=200)
+    @post("/{rollout_id:uuid}/abort", status_code=200, opt=doc(409))
     async def abort(
         self, db: AsyncSession, principal: Principal, rollout_id: uuid.UUID
     ) -> RolloutOut:

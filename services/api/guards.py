@@ -91,18 +91,26 @@ def _path_problem(scope: Scope) -> str | None:
 _NOT_JSON = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
+def _content_type(scope: Scope) -> bytes:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower()
+    return b""
+
+
 def _takes_json(scope: Scope) -> bool:
     """Whether this request's body will be parsed as JSON: the route takes a ``data``
     body (Litestar parses it as JSON whatever the Content-Type says), or reads JSON
     itself and says so with ``opt={"json_body": True}``."""
     if scope["method"] not in ("POST", "PUT", "PATCH"):
         return False
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type" and value.split(b";", 1)[0].strip().lower() in _NOT_JSON:
-            return False
+    if _content_type(scope) in _NOT_JSON:
+        return False
     handler = scope.get("route_handler")
     if handler is None:
         return False
+    if handler.opt.get("csv_body") and _content_type(scope) == b"text/csv":
+        return False  # the route parses CSV itself
     if handler.opt.get("json_body"):
         return True
     return "data" in handler.parsed_fn_signature.parameters

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from services.api.metrics import check_access
+from services.api.openapi import doc, health_responses
 from services.components import Components
 
 
@@ -29,7 +30,7 @@ async def _check_s3(hangar: Components) -> str | None:
     return None
 
 
-@get("/healthz", tags=["ops"], include_in_schema=True)
+@get("/healthz", tags=["ops"], include_in_schema=True, opt=doc(responses=health_responses()))
 async def healthz(hangar: Components) -> Response:
     problems = [p for p in await asyncio.gather(_check_db(hangar), _check_s3(hangar)) if p]
     if problems:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +17,8 @@ from core.db import utcnow
 from metering.periods import Period
 from services.api.auth import Principal, provide_operator
 from services.api.exports import ExportFormat, export_response
+from services.api.openapi import IDEMPOTENCY_KEY, doc, export_responses
+from services.api.paging import After, Limit, paged
 from services.api.usage import period_or_current
 from services.components import Components
 from tenants.schemas import Scope
@@ -26,6 +28,11 @@ def _period(period: str | None) -> Period | None:
     return Period.parse(period) if period else None
 
 
+def _invoice_key(invoice: InvoiceSummary) -> str:
+    # A draft has no id yet; it is the only one of its tenant and period.
+    return str(invoice.id or f"{invoice.tenant_id}:{invoice.period}")
+
+
 class InvoiceController(Controller):
     path = "/v1/invoices"
     tags = ["invoices"]
@@ -33,15 +40,19 @@ class InvoiceController(Controller):
     @get("/")
     async def list(
         self,
+        request: Request,
         db: AsyncSession,
         principal: Principal,
         period: str | None = None,
         status: str | None = None,
-    ) -> list[InvoiceSummary]:
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[InvoiceSummary]]:
         principal.require(Scope.finance)
-        return await invoices.list_invoices(
+        found = await invoices.list_invoices(
             db, tenant_id=principal.tenant_id, period=_period(period), status=status
         )
+        return paged(request, found, key=_invoice_key, after=after, limit=limit)
 
     @get("/preview")
     async def preview(
@@ -53,7 +64,7 @@ class InvoiceController(Controller):
             db, tenant_id=principal.tenant_id, period=period_or_current(period)
         )
 
-    @get("/export")
+    @get("/export", opt=doc(responses=export_responses()))
     async def export(
         self,
         db: AsyncSession,
@@ -98,21 +109,25 @@ class OperatorInvoiceController(Controller):
     tags = ["operator"]
     dependencies = {"operator": Provide(provide_operator)}
 
-    @get("/")
+    @get("/", opt=doc(404))
     async def list(
         self,
+        request: Request,
         db: AsyncSession,
         operator: None,
         tenant: str | None = None,
         period: str | None = None,
         status: str | None = None,
-    ) -> list[InvoiceSummary]:
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[InvoiceSummary]]:
         tenant_id = (await resolve_tenant(db, tenant)).id if tenant else None
-        return await invoices.list_invoices(
+        found = await invoices.list_invoices(
             db, tenant_id=tenant_id, period=_period(period), status=status
         )
+        return paged(request, found, key=_invoice_key, after=after, limit=limit)
 
-    @get("/export")
+    @get("/export", opt=doc(404, responses=export_responses()))
     async def export(
         self,
         db: AsyncSession,
@@ -131,7 +146,7 @@ class OperatorInvoiceController(Controller):
     async def show(self, db: AsyncSession, operator: None, ref: str) -> InvoiceOut:
         return await invoices.get_invoice(db, tenant_id=None, ref=ref)
 
-    @post("/{ref:str}/credit-notes", status_code=201)
+    @post("/{ref:str}/credit-notes", status_code=201, opt=doc(409, headers=(IDEMPOTENCY_KEY,)))
     async def credit(
         self, db: AsyncSession, hangar: Components, operator: None, ref: str, data: CreditNoteIn
     ) -> CreditNoteOut:
@@ -144,6 +159,6 @@ class OperatorInvoiceController(Controller):
             prefix=hangar.settings.billing.invoice_prefix,
         )
 
-    @post("/{ref:str}/void", status_code=200)
+    @post("/{ref:str}/void", status_code=200, opt=doc(409))
     async def void(self, db: AsyncSession, operator: None, ref: str) -> InvoiceOut:
         return await invoices.void_invoice(db, ref=ref, now=utcnow())

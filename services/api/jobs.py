@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from pydantic import AwareDatetime, BaseModel, Field
 
 from core.errors import NotFound
 from services.api.auth import provide_operator
+from services.api.openapi import doc
+from services.api.paging import After, Limit, paged
 from services.components import Components
 from services.scheduler import JOBS, run_job
 
@@ -41,10 +43,13 @@ class JobController(Controller):
     dependencies = {"operator": Provide(provide_operator)}
 
     @get("/")
-    async def list(self, operator: None) -> list[JobOut]:
-        return [JobOut(name=j.name, schedule=str(j.trigger), what=j.help) for j in JOBS.values()]
+    async def list(
+        self, request: Request, operator: None, after: After = None, limit: Limit = 1000
+    ) -> Response[list[JobOut]]:
+        found = [JobOut(name=j.name, schedule=str(j.trigger), what=j.help) for j in JOBS.values()]
+        return paged(request, found, key=lambda j: j.name, after=after, limit=limit)
 
-    @post("/{name:str}/run", status_code=200)
+    @post("/{name:str}/run", status_code=200, opt=doc(409))
     async def run(
         self, hangar: Components, name: str, operator: None, data: JobRun | None = None
     ) -> JobResult:

@@ -27,6 +27,16 @@ from registry.schemas import (
     VersionOut,
 )
 from services.api.auth import Principal
+from services.api.openapi import (
+    BINARY,
+    IDEMPOTENCY_KEY,
+    IF_RANGE,
+    RANGE,
+    UPLOAD_OFFSET,
+    blob_responses,
+    doc,
+)
+from services.api.paging import After, Limit, paged
 from services.components import Components
 from tenants.schemas import Scope
 from wire.refs import is_plain_number
@@ -127,9 +137,17 @@ class ModelController(Controller):
     tags = ["registry"]
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[ModelSummary]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[ModelSummary]]:
         principal.require(Scope.read)
-        return await service.list_models(db, tenant_id=principal.tenant_id)
+        found = await service.list_models(db, tenant_id=principal.tenant_id)
+        return paged(request, found, key=lambda m: m.name, after=after, limit=limit)
 
     @get("/{name:str}")
     async def show(self, db: AsyncSession, principal: Principal, name: str) -> ModelOut:
@@ -149,7 +167,7 @@ class ModelController(Controller):
         out = {version.id: service.version_out(version, tags)}
         return (await signing.annotate(db, tenant_id=principal.tenant_id, versions=out))[version.id]
 
-    @delete("/{name:str}/versions/{ref:str}")
+    @delete("/{name:str}/versions/{ref:str}", opt=doc(409))
     async def delete_version(
         self, db: AsyncSession, principal: Principal, name: str, ref: str
     ) -> None:
@@ -179,7 +197,12 @@ class ModelController(Controller):
             db, tenant_id=principal.tenant_id, name=name, tag=tag, on_change=model_changed
         )
 
-    @post("/{name:str}/versions", status_code=201, request_max_body_size=None)
+    @post(
+        "/{name:str}/versions",
+        status_code=201,
+        request_max_body_size=None,
+        opt=doc(402, 409, 413, body=BINARY),
+    )
     async def push(
         self,
         request: Request,
@@ -201,14 +224,20 @@ class ModelController(Controller):
             body=_body(request, hangar.settings.registry.body_idle_seconds),
         )
 
-    @get("/{name:str}/versions/{ref:str}/blob")
+    @get(
+        "/{name:str}/versions/{ref:str}/blob",
+        opt=doc(402, 416, headers=(RANGE, IF_RANGE), responses=blob_responses()),
+    )
     async def download(
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response:
         dl = await _open_blob(request, hangar, principal, name, ref, send_body=True)
         return Stream(dl.body, **_blob_response(dl))
 
-    @head("/{name:str}/versions/{ref:str}/blob")
+    @head(
+        "/{name:str}/versions/{ref:str}/blob",
+        opt=doc(402, 416, headers=(RANGE, IF_RANGE), responses=blob_responses()),
+    )
     async def download_head(
         self, request: Request, hangar: Components, principal: Principal, name: str, ref: str
     ) -> Response[None]:
@@ -221,7 +250,7 @@ class UploadController(Controller):
     path = "/v1/uploads"
     tags = ["registry"]
 
-    @post("/")
+    @post("/", opt=doc(402, 409, headers=(IDEMPOTENCY_KEY,)))
     async def start(
         self, hangar: Components, principal: Principal, data: UploadCreate
     ) -> UploadOut:
@@ -237,10 +266,18 @@ class UploadController(Controller):
         return upload_out(upload)
 
     @get("/")
-    async def list(self, hangar: Components, principal: Principal) -> list[UploadOut]:
+    async def list(
+        self,
+        request: Request,
+        hangar: Components,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[UploadOut]]:
         """Upload sessions still open (interrupted pushes that can be resumed)."""
         principal.require_admin()
-        return [upload_out(u) for u in await hangar.uploads.list(tenant_id=principal.tenant_id)]
+        found = [upload_out(u) for u in await hangar.uploads.list(tenant_id=principal.tenant_id)]
+        return paged(request, found, key=lambda u: u.id, after=after, limit=limit)
 
     @get("/{upload_id:uuid}")
     async def status(
@@ -251,7 +288,11 @@ class UploadController(Controller):
             await hangar.uploads.get(tenant_id=principal.tenant_id, upload_id=upload_id)
         )
 
-    @patch("/{upload_id:uuid}", request_max_body_size=None)
+    @patch(
+        "/{upload_id:uuid}",
+        request_max_body_size=None,
+        opt=doc(402, 409, 413, body=BINARY, headers=(UPLOAD_OFFSET,)),
+    )
     async def append(
         self, request: Request, hangar: Components, principal: Principal, upload_id: uuid.UUID
     ) -> UploadOut:
@@ -266,7 +307,7 @@ class UploadController(Controller):
         )
         return upload_out(upload)
 
-    @post("/{upload_id:uuid}/complete", status_code=201)
+    @post("/{upload_id:uuid}/complete", status_code=201, opt=doc(402, 409))
     async def complete(
         self,
         hangar: Components,

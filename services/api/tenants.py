@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.accounts import open_tenant, plans_now
 from core.db import utcnow
 from services.api.auth import Principal, provide_operator
+from services.api.openapi import IDEMPOTENCY_KEY, doc
+from services.api.paging import After, Limit, paged
 from services.components import Components
 from tenants import service
 from tenants.models import Tenant
@@ -35,7 +37,7 @@ class TenantController(Controller):
     tags = ["operator"]
     dependencies = {"operator": Provide(provide_operator)}
 
-    @post("/")
+    @post("/", opt=doc(409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, hangar: Components, data: TenantCreate, operator: None
     ) -> TenantCreated:
@@ -48,17 +50,25 @@ class TenantController(Controller):
         return TenantCreated(**_out(tenant, plan).model_dump(), admin_key=key)
 
     @get("/")
-    async def list(self, db: AsyncSession, operator: None) -> list[TenantOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        operator: None,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[TenantOut]]:
         found = await service.list_tenants(db)
         plans = await plans_now(db, tenant_ids=[t.id for t in found], now=utcnow())
-        return [_out(t, plans[t.id]) for t in found]
+        out = [_out(t, plans[t.id]) for t in found]
+        return paged(request, out, key=lambda t: t.id, after=after, limit=limit)
 
 
 class KeyController(Controller):
     path = "/v1/keys"
     tags = ["keys"]
 
-    @post("/")
+    @post("/", opt=doc(409, headers=(IDEMPOTENCY_KEY,)))
     async def create(
         self, db: AsyncSession, principal: Principal, data: ApiKeyCreate
     ) -> ApiKeyCreated:
@@ -68,11 +78,18 @@ class KeyController(Controller):
         )
 
     @get("/")
-    async def list(self, db: AsyncSession, principal: Principal) -> list[ApiKeyOut]:
+    async def list(
+        self,
+        request: Request,
+        db: AsyncSession,
+        principal: Principal,
+        after: After = None,
+        limit: Limit = 1000,
+    ) -> Response[list[ApiKeyOut]]:
         principal.require_admin()
-        return [
-            service.key_out(k) for k in await service.list_keys(db, tenant_id=principal.tenant_id)
-        ]
+        found = await service.list_keys(db, tenant_id=principal.tenant_id)
+        out = [service.key_out(k) for k in found]
+        return paged(request, out, key=lambda k: k.id, after=after, limit=limit)
 
     @delete("/{key_id:uuid}", status_code=200)
     async def revoke(self, db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKeyOut:

@@ -12,17 +12,26 @@ from billing.schemas import UsageOverview
 from billing.usage_overview import usage_overview
 from core.db import utcnow
 from core.errors import BadRequest
+from metering.csv_import import events_from_csv
 from metering.imports import import_usage
 from metering.periods import Period
 from metering.reports import EXPORT_COLUMNS, usage_export_rows
 from metering.schemas import ImportResult
 from services.api.auth import Principal, provide_operator
 from services.api.exports import ExportFormat, export_response
+from services.api.openapi import IDEMPOTENCY_KEY, USAGE_IMPORT_BODY, doc, export_responses
 from services.components import Components
 from tenants.schemas import Scope
 
 # 100,000 events of a few hundred bytes each, with room to spare.
 IMPORT_MAX_BODY = 64 * 1024 * 1024
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the CSV is not UTF-8 text") from None
 
 
 def period_or_current(period: str | None) -> Period:
@@ -48,7 +57,7 @@ class UsageController(Controller):
             names=hangar.usage_names,
         )
 
-    @get("/export")
+    @get("/export", opt=doc(responses=export_responses()))
     async def export(
         self,
         db: AsyncSession,
@@ -77,7 +86,12 @@ class UsageImportController(Controller):
         "/",
         status_code=200,
         request_max_body_size=IMPORT_MAX_BODY,
-        opt={"json_body": True},  # decoded here, checked by services.api.guards first
+        # Decoded here; JSON checked by services.api.guards first, CSV left to us.
+        opt={
+            **doc(409, 413, body=USAGE_IMPORT_BODY, headers=(IDEMPOTENCY_KEY,)),
+            "json_body": True,
+            "csv_body": True,
+        },
     )
     async def import_events(
         self, request: Request, db: AsyncSession, hangar: Components, operator: None
@@ -89,12 +103,17 @@ class UsageImportController(Controller):
         ``device_day`` device-days, ``storage_sample`` bytes stored at an hourly
         sample, ``egress`` and ``peer_transfer`` bytes sent, ``inference`` tokens),
         ``occurred_at`` (ISO 8601 with an offset, not in the future), optional
-        ``node_id``, ``model_version_id``, ``attrs`` (object). All or nothing,
+        ``node_id``, ``model_version_id``, ``attrs`` (object); or the same fields as
+        CSV (``Content-Type: text/csv``, a header row first). All or nothing,
         idempotent on (tenant, event id); a 400 lists each bad event and field."""
-        try:
-            payload = decode_json(await request.body())
-        except SerializationException as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        body = await request.body()
+        if request.content_type[0] == "text/csv":
+            payload = {"events": events_from_csv(_text(body))}
+        else:
+            try:
+                payload = decode_json(body)
+            except SerializationException as exc:
+                raise BadRequest(f"the body is not valid JSON: {exc}") from None
         return await import_usage(
             db, payload=payload, now=utcnow(), max_events=hangar.settings.billing.import_max_events
         )
