@@ -305,10 +305,7 @@ async def prove_offline_bundle_node(
     while the node runs. Returns the tally, printed as one quotable line, and fails if
     any attempt went beyond loopback and local sockets.
 
-    Not called by any test yet: it needs the bundle commands (issue 10 part 2, built on
-    another branch). Once they are merged, a test issues the identity
-    (``hangar nodes create-offline``) and the bundle (``hangar bundle create``) on the
-    control plane, then calls this with a fresh ``netns`` and an empty ``data_dir``."""
+    ``test_a_bundle_fed_node_with_no_control_plane_connects_nowhere`` calls it."""
     hangar_node = [sys.executable, "-m", "services.cli.main", "node"]
     where = ["--data-dir", str(data_dir)]
     await run_traced(

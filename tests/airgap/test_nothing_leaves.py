@@ -8,7 +8,9 @@ the default) was never tried. The per-destination count is printed (``pytest -s`
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from openai import APIStatusError, AsyncOpenAI
 
+from services.embedded import free_port
 from tests.airgap import netns as harness
 from tests.factories import Tenant, enroll_token
 from tests.node_runtime.conftest import NodeProcess, wait_for
@@ -253,3 +256,84 @@ async def test_the_trace_sees_a_connection_that_leaves(netns, tmp_path):
     assert "FOREIGN 1.1.1.1:443 (AF_INET)" in leaks, counts  # connect()
     assert "FOREIGN 1.1.1.1:123 (AF_INET)" in leaks, counts  # a datagram with no connect()
     assert any(label.startswith("FOREIGN DNS lookup") for label in leaks), counts
+
+
+async def _hangar(env: dict[str, str], *args: str) -> str:
+    """The real CLI on the control-plane side (the admin's machine)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", *args,
+        env={**os.environ, "COLUMNS": "200", **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 0, f"hangar {' '.join(args)}:\n{out}"
+    return out
+
+
+async def test_a_bundle_fed_node_with_no_control_plane_connects_nowhere(
+    netns, base_url, tenants, smollm2, tmp_path, record_property
+):
+    """The second run: the node's models come by signed bundle, no control plane is
+    configured, and init-offline → import-bundle → run → chat, embeddings and a tool
+    call make zero connection attempts beyond loopback and local sockets."""
+    t = await tenants.create()
+    await _push(t, smollm2, "smollm2")
+    admin = {"HANGAR_URL": base_url, "HANGAR_TOKEN": t.key}
+    ident, site = tmp_path / "ward.offline.json", tmp_path / "site.hangar"
+    await _hangar(
+        admin, "nodes", "create-offline", "ward", "--label", "site=ward", "-o", str(ident)
+    )
+    await _hangar(admin, "deploy", "smollm2:prod", "--label", "site=ward")
+    node_id = json.loads(ident.read_text())["node_id"]
+    await _hangar(admin, "bundle", "create", "--node", node_id, "-o", str(site))
+
+    async def drive(api: str) -> None:
+        client = AsyncOpenAI(base_url=api, api_key="unused", max_retries=0)
+
+        async def served():
+            try:
+                return await client.chat.completions.create(
+                    model="smollm2:prod",
+                    messages=[{"role": "user", "content": "Hello"}],
+                    max_tokens=4,
+                )
+            except APIStatusError as exc:  # 503 while the model loads from the bundle
+                assert exc.status_code == 503, exc
+                return None
+
+        chat = await wait_for("smollm2:prod served from the bundle", served)
+        assert chat.usage.completion_tokens > 0
+        embedded = await client.embeddings.create(model="smollm2:prod", input=["hello"])
+        assert len(embedded.data) == 1
+        called = await client.chat.completions.create(
+            model="smollm2:prod",
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            parallel_tool_calls=False,
+            max_tokens=32,
+        )
+        assert called.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+    # Nothing on the node points at a control plane: no URL, no token, no upstream.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANGAR_")}
+    env |= {"HANGAR_NODE_N_CTX": "512", "HANGAR_NODE_N_THREADS": "2"}
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    counts = await harness.prove_offline_bundle_node(
+        netns,
+        identity_file=ident,
+        bundle=site,
+        data_dir=tmp_path / "node",
+        port=free_port(),
+        trace_dir=traces,
+        env=env,
+        drive=drive,
+    )
+    # strace wrote a trace for each command (it was attached), and none holds an attempt.
+    assert sorted(p.stem for p in traces.glob("*.trace")) == [
+        "import-bundle",
+        "init-offline",
+        "run",
+    ]
+    record_property("connect_attempts_offline", harness.summary("offline node", counts))
