@@ -9,6 +9,7 @@ from fleet.revisions import model_changed
 from registry import held
 from registry.schemas import HeldBlob, HeldVersionCreate, PushResult
 from services.api.auth import Principal
+from services.api.openapi import doc
 from services.components import Components
 from tenants.schemas import Scope
 
@@ -31,7 +32,7 @@ class BlobController(Controller):
         blob = await held.get_held(db, tenant_id=principal.tenant_id, digest=digest)
         return Response(b"", headers={"Content-Length": str(blob.size)})
 
-    @post("/{digest:str}/versions", status_code=201)
+    @post("/{digest:str}/versions", status_code=201, opt=doc(402, 404, 409))
     async def publish(
         self,
         db: AsyncSession,

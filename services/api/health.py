@@ -42,7 +42,13 @@ async def healthz(hangar: Components) -> Response:
     return Response({"status": "ok"})
 
 
-@get("/metrics", tags=["ops"], media_type=MediaType.TEXT, security=[{"bearer": []}])
+@get(
+    "/metrics",
+    tags=["ops"],
+    media_type=MediaType.TEXT,
+    security=[{"bearer": []}],
+    opt=doc(401, 404),  # a token unless HANGAR_METRICS_MODE=bind; absent when off
+)
 async def metrics(request: Request, hangar: Components) -> Response:
     """Prometheus text; who may read it is HANGAR_METRICS_MODE (token, bind or off)."""
     check_access(hangar.settings, request.headers.get("authorization"))

@@ -32,6 +32,7 @@ from metering.statements import (
     write_statement,
 )
 from services.api.auth import Principal, provide_operator
+from services.api.openapi import doc
 from services.components import Components
 from wire import signed_files
 from wire.offline import OfflineIdentity
@@ -85,7 +86,7 @@ class OfflineFleetController(Controller):
     path = "/v1/offline"
     tags = ["offline"]
 
-    @post("/nodes", status_code=201)
+    @post("/nodes", status_code=201, opt=doc(402, 404, 409))
     async def create_node(
         self, db: AsyncSession, hangar: Components, principal: Principal, data: OfflineNodeCreate
     ) -> OfflineIdentity:
@@ -102,7 +103,7 @@ class OfflineFleetController(Controller):
             node_limit=hangar.quotas,
         )
 
-    @post("/bundles", status_code=200)
+    @post("/bundles", status_code=200, opt=doc(402, 404, 409))
     async def bundle(
         self, db: AsyncSession, hangar: Components, principal: Principal, data: BundleCreate
     ) -> Stream:
@@ -129,7 +130,12 @@ class OfflineFleetController(Controller):
             },
         )
 
-    @post("/reports", status_code=200, request_max_body_size=MAX_REPORTS_FILE)
+    @post(
+        "/reports",
+        status_code=200,
+        request_max_body_size=MAX_REPORTS_FILE,
+        opt=doc(400, 404, 409, 413),
+    )
     async def import_reports(
         self, request: Request, db: AsyncSession, principal: Principal
     ) -> ReportsImported:
@@ -159,7 +165,7 @@ class StatementController(Controller):
     tags = ["operator"]
     dependencies = {"operator": Provide(provide_operator)}
 
-    @get("/")
+    @get("/", opt=doc(404, 409))
     async def write(
         self,
         db: AsyncSession,
@@ -179,7 +185,7 @@ class StatementController(Controller):
         )
         return Response(data, media_type=SIGNED)
 
-    @post("/issuers", status_code=201)
+    @post("/issuers", status_code=201, opt=doc(404, 409))
     async def trust(self, db: AsyncSession, operator: None, data: IssuerCreate) -> IssuerOut:
         """Let a tenant's statements come from this installation key."""
         tenant = await resolve_tenant(db, data.tenant)
@@ -187,11 +193,16 @@ class StatementController(Controller):
             db, tenant_id=tenant.id, name=data.name, public_key=data.public_key
         )
 
-    @get("/issuers")
+    @get("/issuers", opt=doc(404))
     async def issuers(self, db: AsyncSession, operator: None, tenant: str) -> list[IssuerOut]:
         return await list_issuers(db, tenant_id=(await resolve_tenant(db, tenant)).id)
 
-    @post("/import", status_code=200, request_max_body_size=MAX_STATEMENT_FILE)
+    @post(
+        "/import",
+        status_code=200,
+        request_max_body_size=MAX_STATEMENT_FILE,
+        opt=doc(400, 404, 409, 413),
+    )
     async def import_file(
         self, request: Request, db: AsyncSession, hangar: Components, operator: None, tenant: str
     ) -> StatementImported:

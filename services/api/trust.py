@@ -12,6 +12,7 @@ from registry import signing, trust
 from registry.schemas import SignIn, VersionOut
 from registry.trust import RequireIn, TrustedKeyIn, TrustedKeyOut, TrustPolicyOut
 from services.api.auth import Principal
+from services.api.openapi import doc
 from tenants.schemas import Scope
 
 
@@ -30,7 +31,7 @@ class TrustController(Controller):
         principal.require(Scope.read)
         return [trust.key_out(k) for k in await trust.list_keys(db, tenant_id=principal.tenant_id)]
 
-    @post("/keys", status_code=201)
+    @post("/keys", status_code=201, opt=doc(409))
     async def add_key(
         self, db: AsyncSession, principal: Principal, data: TrustedKeyIn
     ) -> TrustedKeyOut:
@@ -45,7 +46,7 @@ class TrustController(Controller):
         )
         return trust.key_out(key)
 
-    @delete("/keys/{name:str}")
+    @delete("/keys/{name:str}", opt=doc(404))
     async def remove_key(self, db: AsyncSession, principal: Principal, name: str) -> None:
         """Stop trusting a key; nodes unload what only it signed at their next sync."""
         principal.require_admin()
@@ -53,7 +54,7 @@ class TrustController(Controller):
             db, tenant_id=principal.tenant_id, name=name, on_change=tenant_changed
         )
 
-    @put("/require")
+    @put("/require", opt=doc(409))
     async def require(
         self, db: AsyncSession, principal: Principal, data: RequireIn
     ) -> TrustPolicyOut:
@@ -72,7 +73,7 @@ class SignatureController(Controller):
     path = "/v1/models"
     tags = ["registry"]
 
-    @post("/{name:str}/versions/{ref:str}/signatures", status_code=201)
+    @post("/{name:str}/versions/{ref:str}/signatures", status_code=201, opt=doc(404))
     async def sign(
         self, db: AsyncSession, principal: Principal, name: str, ref: str, data: SignIn
     ) -> VersionOut:
