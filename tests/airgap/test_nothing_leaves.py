@@ -21,7 +21,7 @@ from openai import APIStatusError, AsyncOpenAI
 from services.embedded import free_port
 from tests.airgap import netns as harness
 from tests.factories import Tenant, enroll_token
-from tests.node_runtime.conftest import NodeProcess, wait_for
+from tests.node_runtime.conftest import NodeProcess, chat_once_loaded, wait_for
 
 # Loading two nodes and running inference on a shared 2-core machine can be slow.
 pytestmark = pytest.mark.timeout(900)
@@ -290,18 +290,14 @@ async def test_a_bundle_fed_node_with_no_control_plane_connects_nowhere(
     async def drive(api: str) -> None:
         client = AsyncOpenAI(base_url=api, api_key="unused", max_retries=0)
 
-        async def served():
-            try:
-                return await client.chat.completions.create(
-                    model="smollm2:prod",
-                    messages=[{"role": "user", "content": "Hello"}],
-                    max_tokens=4,
-                )
-            except APIStatusError as exc:  # 503 while the model loads from the bundle
-                assert exc.status_code == 503, exc
-                return None
+        async def listed():
+            return "smollm2:prod" in {m.id for m in (await client.models.list()).data}
 
-        chat = await wait_for("smollm2:prod served from the bundle", served)
+        await wait_for("smollm2:prod listed from the bundle's desired state", listed)
+
+        chat = await chat_once_loaded(
+            client, "smollm2:prod", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+        )
         assert chat.usage.completion_tokens > 0
         embedded = await client.embeddings.create(model="smollm2:prod", input=["hello"])
         assert len(embedded.data) == 1

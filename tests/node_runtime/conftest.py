@@ -38,6 +38,21 @@ async def wait_for(
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
+async def chat_once_loaded(client: Any, model: str, **kwargs: Any) -> Any:
+    """The first chat completion on a node that lists ``model`` but may still be loading
+    it: a 503 "still loading" is retried until the deadline, anything else fails."""
+    from openai import APIStatusError
+
+    async def answered():
+        try:
+            return await client.chat.completions.create(model=model, **kwargs)
+        except APIStatusError as exc:
+            assert exc.status_code == 503, exc
+            return None
+
+    return await wait_for(f"{model} loaded and answering", answered)
+
+
 def sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -11,7 +11,7 @@ import sys
 
 from openai import AsyncOpenAI
 
-from tests.node_runtime.conftest import wait_for
+from tests.node_runtime.conftest import chat_once_loaded, wait_for
 
 
 async def cli(env: dict[str, str], *args: str) -> str:
@@ -55,8 +55,8 @@ async def test_an_offline_node_serves_a_bundle_and_reports_by_file(
         return "smollm2:prod" in {m.id for m in (await client.models.list()).data}
 
     await wait_for("smollm2:prod served from the bundle", listed)
-    chat = await client.chat.completions.create(
-        model="smollm2:prod", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+    chat = await chat_once_loaded(
+        client, "smollm2:prod", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
     )
     assert chat.choices[0].message.content is not None and chat.usage.completion_tokens > 0
     outbox = node.data_dir / "outbox"
