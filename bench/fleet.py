@@ -36,14 +36,17 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from sqlalchemy import select
 
 from bench import fleet_pulls
 from bench.common import NODE_COLUMNS, hangar_api, new_tenant
 from core.db import make_engine, make_sessionmaker, transaction
 from core.secrets import hash_secret
 from core.settings import DatabaseSettings
-from fleet.heartbeats import IDLE_SQL, peers
+from fleet.heartbeats import IDLE_SQL
+from fleet.models import Node
 from fleet.nodes import mark_offline
+from fleet.peers import peers
 from wire.contract import NODE_CREDENTIAL_PREFIX, Heartbeat, NodeFacts, state_hash
 
 FACTS = NodeFacts(hostname="bench", os="linux", arch="x86_64", cpu_cores=8, memory_bytes=16 * 10**9)
@@ -267,15 +270,21 @@ async def queries(base: str, admin: str, url: str, tenant_id: str) -> list[tuple
         await mark_offline(session, offline_after=timedelta(seconds=90), now=later)
     out.append(("offline detection, second run (nothing to do)", time.perf_counter() - start))
     async with transaction(sessions) as session:
+        # Asked as a node about to pull does: one of the fleet, its site only.
+        asker = await session.scalar(
+            select(Node.id).where(Node.tenant_id == uuid.UUID(tenant_id)).limit(1)
+        )
         start = time.perf_counter()
         found = await peers(
             session,
             tenant_id=uuid.UUID(tenant_id),
-            node_id=uuid.uuid4(),
+            node_id=asker,
             offline_after=timedelta(days=1),
             digest=DIGEST,
+            pull=True,
         )
-        out.append((f"peers query by digest ({len(found)} found)", time.perf_counter() - start))
+        took = time.perf_counter() - start
+        out.append((f"peers query by digest ({len(found.peers)} found)", took))
     await engine.dispose()
     return out
 

@@ -1,4 +1,4 @@
-"""What nodes send: heartbeats, queued reports, and what they ask: peers.
+"""What nodes send: heartbeats and the reports they queued while offline.
 
 Built for thousands of nodes: a heartbeat is one UPDATE … RETURNING of the node's
 row (the credential lookup before it is one indexed SELECT). A beat whose counters
@@ -10,10 +10,8 @@ appends nothing. Reports a node queued while offline are appended to
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -30,21 +28,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import utcnow
 from core.errors import Unauthorized
 from core.secrets import hash_secret
-from fleet.deployments import desired_state
-from fleet.models import Node, NodeReadyBlob, NodeReport
+from fleet.models import Node, NodeReadyBlob, NodeReport, SiteFetch
 from fleet.nodes import authenticate
 from metering.meters import INFERENCE, PEER_TRANSFER
 from metering.service import record_event
 from wire.contract import (
-    PEER_TICKET_SECONDS,
     Counters,
     Heartbeat,
-    Peer,
     ReportBatch,
     ReportBatchReply,
     SyncState,
-    is_http_url,
-    peer_ticket,
     state_hash,
 )
 
@@ -233,6 +226,10 @@ async def _replace_ready(
     await session.execute(delete(NodeReadyBlob).where(NodeReadyBlob.node_id == node_id))
     ready = {m.digest for m in beat.models if m.state == SyncState.ready}
     if ready:
+        # Its site now fetches these from it (fleet.peers): the lease has done its work.
+        await session.execute(
+            delete(SiteFetch).where(SiteFetch.node_id == node_id, SiteFetch.digest.in_(ready))
+        )
         await session.execute(
             insert(NodeReadyBlob)
             .values([{"tenant_id": tenant_id, "digest": d, "node_id": node_id} for d in ready])
@@ -329,67 +326,3 @@ async def store_reports(
     return ReportBatchReply(
         accepted=accepted, duplicates=len(batch.reports) - accepted, desired_revision=revision or 0
     )
-
-
-PEERS_LIMIT = 50
-
-
-async def peers(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    node_id: uuid.UUID,
-    offline_after: timedelta,
-    digest: str | None = None,
-) -> list[Peer]:
-    """Online nodes of the same tenant that advertise an API, with the models they
-    hold ready — the only places a node may forward a request to. Nodes ask for the
-    digest they need, so the answer stays small in a fleet of thousands."""
-    stmt = select(Node).where(
-        Node.tenant_id == tenant_id,
-        Node.id != node_id,
-        Node.revoked_at.is_(None),
-        Node.disabled_at.is_(None),
-        Node.last_seen_at > utcnow() - offline_after,
-    )
-    if digest is not None:
-        # By (tenant, digest) from the ready table: the answer is found without
-        # reading every node's report, however large the fleet.
-        stmt = stmt.join(NodeReadyBlob, NodeReadyBlob.node_id == Node.id).where(
-            NodeReadyBlob.tenant_id == tenant_id, NodeReadyBlob.digest == digest
-        )
-    # No ORDER BY: any online holders will do (the node shuffles them), so the scan
-    # stops at the limit instead of sorting the whole fleet.
-    rows = list(await session.scalars(stmt.limit(PEERS_LIMIT)))
-    # Tickets to fetch the bytes from a peer go only to a node the digest is assigned
-    # to: peer-to-peer transfer never widens what a node may download.
-    tickets = digest is not None and rows and await _assigned(session, node_id, digest)
-    expires = int(time.time()) + PEER_TICKET_SECONDS
-    out = []
-    for node in rows:
-        url = (node.facts or {}).get("api_url")
-        if not url or not is_http_url(url):
-            continue
-        ready = [
-            m["digest"]
-            for m in (node.report or {}).get("models", [])
-            if m.get("state") == SyncState.ready
-        ]
-        ticket = None
-        if tickets and digest is not None:
-            ticket = peer_ticket(
-                credential_hash=node.credential_hash,
-                digest=digest,
-                requester=node_id,
-                expires=expires,
-            )
-        out.append(Peer(node_id=node.id, name=node.name, api_url=url, models=ready, ticket=ticket))
-    return out
-
-
-async def _assigned(session: AsyncSession, node_id: uuid.UUID, digest: str) -> bool:
-    node = await session.get(Node, node_id)
-    if node is None:
-        return False
-    desired = await desired_state(session, node=node)
-    return any(m.digest == digest for m in desired.models)

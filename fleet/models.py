@@ -104,6 +104,26 @@ class NodeReadyBlob(Base):
     )
 
 
+class SiteFetch(Base):
+    """Which node of a site fetches a digest from the control plane while the rest of
+    the site waits to copy it from that node: a site downloads a model once even when
+    every node asks for it at the same moment. A lease, void once it expires or its
+    node goes offline; deleted when its node reports the digest ready."""
+
+    __tablename__ = "site_fetches"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The nodes' ``site`` label; "" for the nodes without one (one site of their own).
+    site: Mapped[str] = mapped_column(Text, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Deployment(CreatedAt, Base):
     """Puts a model tag or digest on nodes, chosen by id or by a label selector."""
 

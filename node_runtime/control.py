@@ -79,10 +79,11 @@ class ControlPlane:
     async def desired(self) -> DesiredState:
         return DesiredState.model_validate((await self._call("GET", "/v1/fleet/desired")).json())
 
-    async def peers(self, digest: str) -> PeerList:
-        return PeerList.model_validate(
-            (await self._call("GET", f"/v1/fleet/peers?digest={digest}")).json()
-        )
+    async def peers(self, digest: str, *, pull: bool = False) -> PeerList:
+        """Peers holding ``digest``; with ``pull``, of this node's site, and whether to
+        wait for the node fetching it for the site (``PeerList.wait``)."""
+        query = f"digest={digest}" + ("&pull=true" if pull else "")
+        return PeerList.model_validate((await self._call("GET", f"/v1/fleet/peers?{query}")).json())
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -23,7 +23,7 @@ from wire.contract import (
     DesiredModel,
     DesiredState,
     ModelStatus,
-    Peer,
+    PeerList,
     SyncState,
     is_http_url,
 )
@@ -201,6 +201,7 @@ class Syncer:
                     if await self._from_peers(model, cancel):
                         self.mark(digest, SyncState.ready)
                         return
+                    self.mark(digest, SyncState.downloading)  # no longer waiting for a peer
                     await asyncio.to_thread(self._fetch, model, cancel)
                     self.mark(digest, SyncState.ready)
                     return
@@ -220,22 +221,49 @@ class Syncer:
             if current is not None and current[1] is cancel:
                 del self.downloads[digest]
 
-    async def _peers(self, digest: str) -> list[Peer]:
+    async def _peers(self, digest: str) -> PeerList:
         if self.control is None:
             self.control = ControlPlane(self.identity.server, self.identity.credential)
         try:
-            found = (await self.control.peers(digest)).peers
+            found = await self.control.peers(digest, pull=True)
         except (ControlPlaneUnreachable, ControlPlaneRefused) as exc:
             log.info("no peer list for %s (%s); fetching from the control plane", digest, exc)
-            return []
-        usable = [p for p in found if p.ticket and digest in p.models and is_http_url(p.api_url)]
+            return PeerList(peers=[])
+        usable = [
+            p for p in found.peers if p.ticket and digest in p.models and is_http_url(p.api_url)
+        ]
         random.shuffle(usable)  # spread a site's pulls over every peer holding it
-        return usable[:PEER_TRIES]
+        return PeerList(peers=usable[:PEER_TRIES], wait=found.wait)
 
     async def _from_peers(self, model: DesiredModel, cancel: threading.Event) -> bool:
-        """Fetch from a same-tenant peer that holds the digest, verifying it as always.
-        Any failure (unreachable, slow, wrong bytes) moves on; False: use the control plane."""
-        for peer in await self._peers(model.digest):
+        """Fetch from a same-site peer that holds the digest, verifying it as always.
+        While another node of the site fetches it from the control plane, wait for that
+        node (up to the time the control plane allows, never longer). Any failure
+        (unreachable, slow, wrong bytes) moves on; False: use the control plane."""
+        give_up = None
+        while not (found := await self._peers(model.digest)).peers:
+            wait = found.wait
+            if wait is None:
+                return False
+            now = time.monotonic()
+            # Fixed when first told to wait: a fetcher that keeps retrying never
+            # holds this node back for longer than that.
+            give_up = give_up or now + wait.give_up_seconds
+            if now >= give_up:
+                log.warning(
+                    "peer %s has not fetched %s for the site in time; fetching it here",
+                    wait.name,
+                    model.digest,
+                )
+                return False
+            reason = f"waiting for {wait.name}, which fetches it for this site"
+            self.mark(model.digest, SyncState.downloading, reason)
+            # Jitter: a site's waiting nodes do not all ask again at the same moment.
+            pause = wait.retry_after_seconds * random.uniform(0.75, 1.25)
+            await asyncio.sleep(min(pause, give_up - now))
+            if cancel.is_set():
+                raise Cancelled()
+        for peer in found.peers:
             try:
                 await asyncio.to_thread(
                     self.cache.download,

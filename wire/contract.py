@@ -276,5 +276,24 @@ def check_peer_ticket(ticket: str, *, credential: str, digest: str, now: float) 
     return expires >= now and hmac.compare_digest(mac, expected)
 
 
+class PeerWait(BaseModel):
+    """No node of the asking node's site holds the digest yet, and another one is
+    fetching it from the control plane for the whole site: ask again after
+    ``retry_after_seconds`` and fetch it from that node once it is ready. A node stops
+    waiting ``give_up_seconds`` after it was first told to wait and fetches the digest
+    from the control plane itself, so a stuck fetcher never stalls a site."""
+
+    node_id: uuid.UUID
+    name: str = Field(description="the node fetching the digest for the site")
+    retry_after_seconds: float
+    give_up_seconds: float
+
+
 class PeerList(BaseModel):
     peers: list[Peer]
+    wait: PeerWait | None = Field(
+        default=None,
+        description="only with ?pull=true, when no peer of the site holds the digest "
+        "and another node is fetching it from the control plane; absent: fetch from the "
+        "peers listed or, with none, from the control plane",
+    )

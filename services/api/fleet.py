@@ -12,8 +12,9 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import transaction, utcnow
-from core.errors import Forbidden
+from core.errors import BadRequest, Forbidden
 from fleet import deployments, heartbeats, nodes, rollouts, tokens
+from fleet import peers as fleet_peers
 from fleet.schemas import (
     DeploymentCreate,
     DeploymentOut,
@@ -294,19 +295,30 @@ class NodeAgentController(Controller):
 
     @get("/peers")
     async def peers(
-        self, db: AsyncSession, hangar: Components, principal: Principal, digest: str | None = None
+        self,
+        db: AsyncSession,
+        hangar: Components,
+        principal: Principal,
+        digest: str | None = None,
+        pull: bool = False,
     ) -> PeerList:
-        """Same-tenant nodes online now; with ``digest``, only those holding it ready."""
+        """Same-tenant nodes online now; with ``digest``, only those holding it ready.
+        With ``pull=true`` (the node is about to download ``digest``), only nodes of its
+        site (its ``site`` label), and, when none holds it yet, either no ``wait`` (fetch
+        it from the control plane: this node does it for the site) or a ``wait`` naming
+        the node that does."""
         if digest is not None:
             check_digest(digest)
-        found = await heartbeats.peers(
+        elif pull:
+            raise BadRequest("pull=true needs the digest to pull: add ?digest=sha256:…")
+        return await fleet_peers.peers(
             db,
             tenant_id=principal.tenant_id,
             node_id=principal.require_node(),
             offline_after=_offline_after(hangar),
             digest=digest,
+            pull=pull,
         )
-        return PeerList(peers=found)
 
 
 class RolloutController(Controller):
