@@ -5,10 +5,14 @@ Each node is the real node runtime (``node_runtime.cli run``) with model loading
 plane download, sha256, rename) runs as in production, without llama.cpp. Two ways the
 blob reaches the site, each in its own tenant, measured in the same run:
 
-- all at once: one deployment to every node (every node asks for peers at the same
-  moment, none holds the blob yet, so each downloads it from the control plane);
+- all at once: one deployment to every node: every node asks for peers at the same
+  moment and none holds the blob yet, so the control plane picks one to fetch it for
+  the site and the others wait for it, then copy it;
 - first one, then the site: the blob goes to one node, then to the others (what a
   rollout's ``--steps 1,100%`` does): they fetch it from that peer.
+
+The baseline, "without peers", is what the control plane would send if every node
+downloaded the blob itself: the blob size times the node count.
 
 Control-plane bytes are the ``egress`` usage the control plane metered (what it sent);
 peer bytes are what the nodes report fetching from peers.

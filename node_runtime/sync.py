@@ -257,6 +257,8 @@ class Syncer:
                 )
                 return False
             reason = f"waiting for {wait.name}, which fetches it for this site"
+            if give_up == now + wait.give_up_seconds:  # first told: say it once
+                log.info("%s: %s", model.digest, reason)
             self.mark(model.digest, SyncState.downloading, reason)
             # Jitter: a site's waiting nodes do not all ask again at the same moment.
             pause = wait.retry_after_seconds * random.uniform(0.75, 1.25)

@@ -1,8 +1,11 @@
 """Pulls from same-site peers: real node processes; the first node pulls from the control
-plane, the others from it; egress is billed once; a peer serving corrupted bytes is
-detected and the node falls back to the control plane."""
+plane, the others from it; egress is billed once, also when the whole site starts at the
+same moment; a peer serving corrupted bytes is detected and the node falls back to the
+control plane."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 from sqlalchemy import select
@@ -85,3 +88,30 @@ async def test_a_site_pulls_once_and_a_lying_peer_is_caught(nodes, smollm2_tenan
 
 async def _equal(value, expected):
     return (await value) == expected
+
+
+async def test_a_site_started_at_once_downloads_the_model_once(
+    nodes, smollm2_tenant, smollm2, hangar
+):
+    t, version = smollm2_tenant
+    digest, size = version["digest"], smollm2.stat().st_size
+    site = [await nodes(t, **NO_LOAD) for _ in range(3)]
+    for node in site:
+        await t.request("POST", f"/v1/nodes/{node.id}/labels", json={"set": {"site": "ldn"}})
+    await t.request(
+        "POST", "/v1/deployments/", json={"model": "smollm2:prod", "selector": {"site": "ldn"}}
+    )
+
+    # Every node asks for the model at the same moment; none holds it yet.
+    await asyncio.gather(*(node.start() for node in site))
+    for node in site:
+        await _ready(node, digest)
+        assert sha256(node.data_dir / "blobs" / f"sha256-{digest[7:]}") == digest
+    # One of them fetched it for the site; the two others waited and copied it.
+    assert await egress(hangar, t.id) == [size]
+    waited = [n for n in site if "which fetches it for this site" in n.log.read_text()]
+    assert len(waited) == 2, [n.log.read_text()[-2000:] for n in site]
+    await wait_for(
+        "peer bytes reported by heartbeats",
+        lambda: _equal(_peer_bytes(hangar, t.id), 2 * size),
+    )
