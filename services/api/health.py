@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from litestar import MediaType, Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from services.api.metrics import check_access
+from services.api.metrics import check_access, exposition
 from services.api.openapi import doc, health_responses
 from services.components import Components
 
@@ -52,4 +52,4 @@ async def healthz(hangar: Components) -> Response:
 async def metrics(request: Request, hangar: Components) -> Response:
     """Prometheus text; who may read it is HANGAR_METRICS_MODE (token, bind or off)."""
     check_access(hangar.settings, request.headers.get("authorization"))
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

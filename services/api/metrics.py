@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from collections.abc import Callable
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+    values,
+)
 
 from core.errors import NotFound, Unauthorized
 from core.settings import Settings
@@ -61,11 +71,38 @@ def check_access(settings: Settings, authorization: str | None) -> None:
         )
 
 
+# prometheus_client's multiprocess mode reads its folder from this variable.
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_workers(path: str) -> None:
+    """In each worker of ``hangar serve --workers N``, before it counts anything: its
+    counts go to files in ``path`` (prometheus_client's multiprocess mode), so a scrape
+    adds up every worker instead of showing the one that happened to answer it."""
+    os.environ[SHARED_DIR_ENV] = path
+    values.ValueClass = values.MultiProcessValue()
+
+
+def _registry() -> CollectorRegistry:
+    path = os.environ.get(SHARED_DIR_ENV)
+    if not path:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return registry
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process, or of every worker when they share."""
+    return generate_latest(_registry())
+
+
 def start_listener(settings: Settings) -> Callable[[], None]:
     """In "bind" mode, serve the metrics on their own address (a thread of this
-    process). Returns what stops it."""
+    process; with workers, of the parent, reading what they share). Returns what
+    stops it."""
     if settings.metrics.mode != "bind":
         return lambda: None
     host, _, port = settings.metrics.bind.rpartition(":")
-    server, _ = start_http_server(int(port), addr=host or "127.0.0.1")
+    server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=_registry())
     return server.shutdown

@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -110,6 +112,7 @@ async def _serve(
     jobs: bool,
     verbose: bool = True,
     sock: socket.socket | None = None,
+    metrics_listener: bool = True,
 ) -> None:
     from services.api.app import create_app
     from services.api.guards import SERVER_LIMITS
@@ -119,7 +122,7 @@ async def _serve(
 
     hangar = Components.build(settings)
     await hangar.store.ensure_bucket()
-    if api:
+    if api and metrics_listener:
         start_metrics_listener(settings)
     scheduler = build_scheduler(hangar) if jobs else None
     if scheduler:
@@ -166,11 +169,21 @@ def run(
     jobs: bool = True,
     verbose: bool = True,
     sock: socket.socket | None = None,
+    metrics_listener: bool = True,
 ) -> None:
     configure_logging(verbose)
     # uvloop: the event loop itself is a large share of a heartbeat's cost.
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop()) as runner:
-        runner.run(_serve(settings, api=api, jobs=jobs, verbose=verbose, sock=sock))
+        runner.run(
+            _serve(
+                settings,
+                api=api,
+                jobs=jobs,
+                verbose=verbose,
+                sock=sock,
+                metrics_listener=metrics_listener,
+            )
+        )
 
 
 def _loop():
@@ -188,16 +201,22 @@ def serve_workers(settings: Settings, workers: int) -> None:
     if workers <= 1:
         run(settings, api=True, jobs=False)
         return
+    from services.api.metrics import SHARED_DIR_ENV, share_between_workers
+    from services.api.metrics import start_listener as start_metrics_listener
+
     sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
+    shared_metrics = tempfile.mkdtemp(prefix="hangar-metrics-")
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # a worker: it serves until its parent tells it to stop
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C once
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            share_between_workers(shared_metrics)
             code = 0
             try:
-                run(settings, api=True, jobs=False, sock=sock)
+                # The parent serves a bound metrics address: one port, every worker's counts.
+                run(settings, api=True, jobs=False, sock=sock, metrics_listener=False)
             except BaseException:
                 log.exception("API worker %d stopped", os.getpid())
                 code = 1
@@ -205,6 +224,8 @@ def serve_workers(settings: Settings, workers: int) -> None:
                 os._exit(code)
         children.append(pid)
     sock.close()
+    os.environ[SHARED_DIR_ENV] = shared_metrics
+    stop_metrics = start_metrics_listener(settings)
     log.info("serving on %s:%s with %d worker processes", settings.host, settings.port, workers)
 
     def stop(*_: object) -> None:
@@ -214,15 +235,19 @@ def serve_workers(settings: Settings, workers: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for pid in children:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
+    try:
+        for pid in children:
+            while True:
+                try:
+                    os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    break
+    finally:
+        stop_metrics()
+        shutil.rmtree(shared_metrics, ignore_errors=True)
 
 
 def up(settings: Settings, data_dir: Path, port: int, *, verbose: bool = False) -> None:
