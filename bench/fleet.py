@@ -12,9 +12,9 @@ heartbeats/s for both and the ratio, then times, at N nodes: the first page of
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio streams in its
 own processes, so it takes as little of the shared CPU as it can.
 
-Then (``bench.fleet_pulls``) --pull-nodes node processes on one site pull one
---blob-mib blob: control-plane bytes sent and time to the last node ready, all at once
-vs first one node then the site from it (peers).
+Then (``bench.fleet_pulls``) --pull-nodes node processes pull one --blob-mib blob:
+control-plane bytes sent and time to the last node ready, without peers (each node a
+site of its own: the baseline) vs one site all at once vs first one node then the site.
 
     uv run --all-extras python -m bench.fleet [--part all|heartbeats|pulls] [--nodes 100000]
         [--active 3000] [--seconds 20] [--workers 2] [--pull-nodes 8] [--blob-mib 1024]

@@ -2,17 +2,16 @@
 
 Each node is the real node runtime (``node_runtime.cli run``) with model loading off
 (``HANGAR_NODE_MAX_LOADED_MODELS=0``): the pull path (peers query, peer fetch or control-
-plane download, sha256, rename) runs as in production, without llama.cpp. Two ways the
-blob reaches the site, each in its own tenant, measured in the same run:
+plane download, sha256, rename) runs as in production, without llama.cpp. Three ways the
+blob reaches the nodes, each in its own tenant, measured in the same run:
 
+- without peers (the baseline): each node is a site of its own (its own ``site``
+  label), so each downloads the blob from the control plane;
 - all at once: one deployment to every node: every node asks for peers at the same
   moment and none holds the blob yet, so the control plane picks one to fetch it for
   the site and the others wait for it, then copy it;
 - first one, then the site: the blob goes to one node, then to the others (what a
   rollout's ``--steps 1,100%`` does): they fetch it from that peer.
-
-The baseline, "without peers", is what the control plane would send if every node
-downloaded the blob itself: the blob size times the node count.
 
 Control-plane bytes are the ``egress`` usage the control plane metered (what it sent);
 peer bytes are what the nodes report fetching from peers.
@@ -125,7 +124,7 @@ def _settled_egress(url: str, node_id: str) -> int:
 
 
 def scenario(
-    root: Path, stack, blob: Path, *, nodes: int, seed_first: bool, timeout: float
+    root: Path, stack, blob: Path, *, nodes: int, seed_first: bool, one_site: bool, timeout: float
 ) -> tuple[int, int, float]:
     """(control-plane bytes, peer bytes, seconds from the first deployment to the last
     node ready) for one site of ``nodes`` nodes in a fresh tenant."""
@@ -144,7 +143,7 @@ def scenario(
         resp.raise_for_status()
         digest = resp.json()["version"]["digest"]
         token = http.post("/v1/enrollment-tokens/", json={"max_uses": nodes}).json()["secret"]
-        site = root / ("seeded" if seed_first else "at-once")
+        site = root / f"seeded-{seed_first}-one-site-{one_site}"
         ids, urls = [], []
         try:
             for i in range(nodes):
@@ -152,7 +151,8 @@ def scenario(
                 procs.append(proc)
                 ids.append(node_id)
                 urls.append(url)
-                http.post(f"/v1/nodes/{node_id}/labels", json={"set": {"site": "ldn"}})
+                labels = {"pool": "bench", "site": "ldn" if one_site else f"site-{i}"}
+                http.post(f"/v1/nodes/{node_id}/labels", json={"set": labels})
             _up(urls, timeout)
             time.sleep(2)  # a heartbeat from each: online, so peers can find them
             start = time.perf_counter()
@@ -162,7 +162,7 @@ def scenario(
                 ).raise_for_status()
                 _wait_ready(http, ids[:1], digest, timeout)
             http.post(
-                "/v1/deployments/", json={"model": "big:prod", "selector": {"site": "ldn"}}
+                "/v1/deployments/", json={"model": "big:prod", "selector": {"pool": "bench"}}
             ).raise_for_status()
             _wait_ready(http, ids, digest, timeout)
             seconds = time.perf_counter() - start
@@ -186,15 +186,28 @@ def run(root: Path, stack, *, nodes: int, size_mib: int, timeout: float) -> None
     make_gguf(blob, size_mib * 1024 * 1024)
     size = blob.stat().st_size
     rows = []
-    for seed_first, label in ((False, "all at once"), (True, "first one, then the site")):
+    ways = (
+        (False, False, f"without peers ({nodes} sites)"),
+        (False, True, "all at once"),
+        (True, True, "first one, then the site"),
+    )
+    for seed_first, one_site, label in ways:
         sent, peer, seconds = scenario(
-            root, stack, blob, nodes=nodes, seed_first=seed_first, timeout=timeout
+            root,
+            stack,
+            blob,
+            nodes=nodes,
+            seed_first=seed_first,
+            one_site=one_site,
+            timeout=timeout,
         )
         rows.append((label, sent, peer, seconds))
-    print(f"\n{nodes} node processes on one site pulling one {size_mib} MiB blob")
-    print(f"{'':<28}{'control plane':>15}{'x blob':>8}{'from peers':>13}{'last ready':>12}")
+    baseline = rows[0][1]
+    print(f"\n{nodes} node processes pulling one {size_mib} MiB blob")
+    head = f"{'':<28}{'control plane':>15}{'x blob':>8}{'vs baseline':>13}"
+    print(head + f"{'from peers':>13}{'last ready':>12}")
     for label, sent, peer, seconds in rows:
         print(
-            f"{label:<28}{sent / 2**20:>11.0f} MiB{sent / size:>8.2f}"
+            f"{label:<28}{sent / 2**20:>11.0f} MiB{sent / size:>8.2f}{sent / baseline:>13.2f}"
             f"{peer / 2**20:>9.0f} MiB{seconds:>10.1f} s"
         )
