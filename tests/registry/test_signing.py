@@ -376,6 +376,13 @@ async def test_cli_refuses_bad_signing_keys_before_hashing(tenants, base_url, tm
         )
         assert (await hangar_cli("trust", "add", "ssh", str(tmp_path / "id.pub"), env=env))[0] == 0
         code, out = await hangar_cli(
-            "models", "sign", "m:latest", "--sign-key", str(tmp_path / "id"), env=env
+            "models",
+            "sign",
+            "m:latest",
+            "--file",
+            str(path),
+            "--sign-key",
+            str(tmp_path / "id"),
+            env=env,
         )
         assert code == 0, out
