@@ -226,6 +226,10 @@ def _refuse(path: str, body: dict[str, Any]) -> None:
         if body.get(name) not in (None, [], {}):
             raise BadRequest(f"{name}: {why}", param=name)
     modalities = body.get("modalities")
+    if modalities is not None and (
+        not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities)
+    ):
+        raise BadRequest('modalities: must be a list of strings, e.g. ["text"]', param="modalities")
     if modalities and set(modalities) != {"text"}:
         raise BadRequest("modalities: this node answers with text only", param="modalities")
     best_of = body.get("best_of")

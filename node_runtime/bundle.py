@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from node_runtime import identity
+from node_runtime import identity, trust
 from node_runtime.cache import BlobCache
 from wire import signed_files
 from wire.contract import DesiredState
@@ -51,13 +51,8 @@ class Imported:
 
 
 def _untrusted(desired: DesiredState) -> list[str]:
-    """Signed models (issue 10, part 1) are checked by ``node_runtime.trust`` before
-    every load, as for a model fetched online; said here too, so the operator at the
-    site learns it at import. Absent before that part is merged."""
-    try:
-        from node_runtime import trust  # type: ignore[attr-defined]
-    except ImportError:
-        return []
+    """Signed models are checked by ``node_runtime.trust`` before every load, as for a
+    model fetched online; said here too, so the operator at the site learns it at import."""
     policy = trust.TrustPolicy.of(desired)
     return [f"{m.name}:{m.ref}: {why}" for m in desired.models if (why := trust.refusal(m, policy))]
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json as json_
 import logging
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import urlparse
 
 import typer
@@ -12,6 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from node_runtime import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from node_runtime.settings import NodeSettings
 
 app = typer.Typer(
     help="The node runtime: enroll this machine and serve its models.", no_args_is_help=True
@@ -27,6 +32,36 @@ DATA_DIR = Annotated[
         show_default=False,
     ),
 ]
+# As `hangar`'s own --json (services.cli.client): one JSON document on stdout, errors as
+# one JSON object on stderr. The node imports nothing of services/, hence these few lines.
+JSON = Annotated[
+    bool, typer.Option("--json", help="print JSON for scripts (errors: JSON on stderr)")
+]
+
+
+def node_settings(data_dir: Path | None, **given: Any) -> NodeSettings:
+    """--data-dir, else HANGAR_NODE_DATA_DIR, else the default: the same for every command."""
+    from node_runtime.settings import NodeSettings
+
+    if data_dir is not None:
+        given["data_dir"] = data_dir
+    return NodeSettings(**given)
+
+
+def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json_.dumps(data, indent=2, default=str) + "\n")
+    else:
+        out.print(text)
+
+
+def fail(label: str, message: str, as_json: bool) -> NoReturn:
+    if as_json:
+        body = {"error": message, "detail": None, "code": "failed", "status": None}
+        sys.stderr.write(json_.dumps(body | {"exit_code": 1}) + "\n")
+    else:
+        err.print(f"[bold red]{label}:[/] {escape(message)}")
+    raise typer.Exit(1)
 
 
 def control_plane_url(value: str) -> str:
@@ -60,18 +95,16 @@ def enroll(
         str | None, typer.Option(help="how peer nodes reach this node's API")
     ] = None,
     port: Annotated[int, typer.Option(help="the port `hangar node run` will serve on")] = 8000,
+    json: JSON = False,
 ) -> None:
     """Exchange an enrollment token for this node's own credential (stored 0600 under DATA_DIR)."""
     from node_runtime import control, facts, identity
     from node_runtime.errors import ControlPlaneRefused, ControlPlaneUnreachable
-    from node_runtime.settings import NodeSettings
     from wire.contract import EnrollRequest
 
     # Only an explicit --advertise-url overrides HANGAR_NODE_ADVERTISE_URL.
     given = {"advertise_url": advertise_url} if advertise_url else {}
-    if data_dir is not None:  # else HANGAR_NODE_DATA_DIR, else the one default
-        given["data_dir"] = data_dir
-    settings = NodeSettings(port=port, **given)
+    settings = node_settings(data_dir, port=port, **given)
     data_dir = settings.data_dir
     from node_runtime.runtime import advertise_url as url_of
 
@@ -84,11 +117,9 @@ def enroll(
     try:
         got = control.enroll(server, EnrollRequest(token=token, name=name, facts=node_facts))
     except ControlPlaneRefused as exc:
-        err.print(f"[bold red]enrollment refused ({exc.status}):[/] {escape(exc.message)}")
-        raise typer.Exit(1) from None
+        fail(f"enrollment refused ({exc.status})", exc.message, json)
     except ControlPlaneUnreachable as exc:
-        err.print(f"[bold red]cannot enroll:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        fail("cannot enroll", str(exc), json)
     path = identity.save(
         data_dir,
         identity.Identity(
@@ -100,7 +131,11 @@ def enroll(
             advertise_url=settings.advertise_url,
         ),
     )
-    out.print(f"enrolled as node [bold]{got.node_id}[/] ({got.name}); credential stored in {path}")
+    emit(
+        {"node_id": got.node_id, "name": got.name, "credential_file": str(path)},
+        f"enrolled as node [bold]{got.node_id}[/] ({got.name}); credential stored in {path}",
+        json,
+    )
 
 
 @app.command()
@@ -115,12 +150,11 @@ def run(
     from node_runtime import identity
     from node_runtime.api import create_node_app
     from node_runtime.runtime import NodeRuntime
-    from node_runtime.settings import NodeSettings
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = NodeSettings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    settings = node_settings(data_dir)
     data_dir = settings.data_dir
     if port is not None:
         settings.port = port
@@ -147,35 +181,52 @@ def run(
 @app.command("init-offline")
 def init_offline(
     identity_file: Annotated[Path, typer.Argument(help="from `hangar nodes create-offline`")],
-    data_dir: DATA_DIR = Path(".hangar-node"),
+    data_dir: DATA_DIR = None,
+    json: JSON = False,
 ) -> None:
     """Set up a node that never reaches the control plane (models come by bundle)."""
     from node_runtime.bundle import BundleRefused
     from node_runtime.bundle import init_offline as install
 
+    data_dir = node_settings(data_dir).data_dir
     try:
         ident = install(identity_file, data_dir)
     except BundleRefused as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    out.print(f"offline node {ident.node_id} ({ident.name}) set up in {data_dir}")
+        fail("error", str(exc), json)
+    emit(
+        {"node_id": ident.node_id, "name": ident.name, "data_dir": str(data_dir)},
+        f"offline node {ident.node_id} ({ident.name}) set up in {data_dir}",
+        json,
+    )
 
 
 @app.command("import-bundle")
 def import_bundle(
     bundle: Annotated[Path, typer.Argument(help="a file from `hangar bundle create`")],
-    data_dir: DATA_DIR = Path(".hangar-node"),
+    data_dir: DATA_DIR = None,
+    json: JSON = False,
 ) -> None:
     """Verify a bundle (signature, tenant, node, every blob digest) and install it whole;
     a refused bundle changes nothing. Restart `hangar node run` to serve it."""
     from node_runtime.bundle import BundleRefused
     from node_runtime.bundle import import_bundle as install
 
+    data_dir = node_settings(data_dir).data_dir
     try:
         done = install(bundle, data_dir)
     except BundleRefused as exc:
-        err.print(f"[bold red]bundle refused:[/] {escape(str(exc))}; nothing was changed")
-        raise typer.Exit(1) from None
+        fail("bundle refused", f"{exc}; nothing was changed", json)
+    if json:
+        return emit(
+            done.installed.model_dump(mode="json")
+            | {
+                "already": done.already,
+                "blobs_written": done.blobs_written,
+                "untrusted": done.untrusted,
+            },
+            "",
+            json,
+        )
     if done.already:
         out.print(f"bundle {done.installed.bundle_id} is already installed; nothing changed")
         return
@@ -190,15 +241,20 @@ def import_bundle(
 @app.command("export-reports")
 def export_reports(
     output: Annotated[Path, typer.Option("-o", "--output", help="the report file to write")],
-    data_dir: DATA_DIR = Path(".hangar-node"),
+    data_dir: DATA_DIR = None,
+    json: JSON = False,
 ) -> None:
     """Write the heartbeats kept in the outbox to a file signed by this node's key,
     for `hangar fleet import-reports` on the control plane."""
     from node_runtime.reports_export import export_reports as export
 
-    written, left = export(data_dir, output)
+    written, left = export(node_settings(data_dir).data_dir, output)
     more = f"; {left} more queued: run it again" if left else ""
-    out.print(f"wrote {written} report(s) to {output}{more}")
+    emit(
+        {"output": str(output), "written": written, "queued": left},
+        f"wrote {written} report(s) to {output}{more}",
+        json,
+    )
 
 
 if __name__ == "__main__":

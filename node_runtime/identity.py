@@ -40,6 +40,8 @@ def load(data_dir: Path) -> Identity:
     if not p.exists():
         raise SystemExit(
             f"{p} not found: enroll this node first with "
-            f"`hangar node enroll --server URL --token TOKEN --data-dir {data_dir}`"
+            f"`hangar node enroll --server URL --token TOKEN --data-dir {data_dir}`, or, "
+            "at a site with no link, set it up with "
+            f"`hangar node init-offline IDENTITY.json --data-dir {data_dir}`"
         )
     return Identity.model_validate_json(p.read_text())

@@ -55,7 +55,10 @@ def _text_of(content: Any, where: str) -> str:
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text"):
-            out.append(part.get("text") or "")
+            text = part.get("text") or ""
+            if not isinstance(text, str):
+                raise BadRequest(f"{where}.{i}.text: must be a string", param=f"{where}.{i}.text")
+            out.append(text)
         elif kind in ("input_image", "input_file", "input_audio"):
             raise BadRequest(
                 f"{where}.{i}: this model has no {kind[6:]} input; send text parts only",
@@ -78,6 +81,11 @@ def _messages(items: Any) -> list[dict]:
         if kind == "message" and item.get("role") in ("user", "assistant", "system", "developer"):
             out.append({"role": item["role"], "content": _text_of(item.get("content"), where)})
         elif kind == "function_call":
+            if not isinstance(item.get("name"), str) or not item["name"]:
+                raise BadRequest(
+                    f"{where}.name: a function_call item needs the function's name",
+                    param=f"{where}.name",
+                )
             call = {
                 "id": item.get("call_id") or item.get("id") or "",
                 "type": "function",
@@ -105,7 +113,9 @@ def _messages(items: Any) -> list[dict]:
     return out
 
 
-def _tools(tools: list) -> list[dict]:
+def _tools(tools: Any) -> list[dict]:
+    if not isinstance(tools, list):
+        raise BadRequest("tools: must be a list of function tools", param="tools")
     out = []
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or t.get("type") != "function":
@@ -129,8 +139,19 @@ def _tool_choice(choice: Any) -> Any:
     return choice
 
 
-def _format(text: dict | None) -> dict | None:
-    fmt = (text or {}).get("format")
+def _format(text: Any) -> dict | None:
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise BadRequest(
+            'text: must be an object such as {"format": {"type": "json_object"}}', param="text"
+        )
+    fmt = text.get("format")
+    if fmt is not None and not isinstance(fmt, dict):
+        raise BadRequest(
+            'text.format: must be an object such as {"type": "json_object"}',
+            param="text.format",
+        )
     if not fmt or fmt.get("type") == "text":
         return None
     if fmt.get("type") == "json_object":
@@ -148,7 +169,13 @@ def to_chat(body: dict[str, Any], store: ResponseStore) -> tuple[dict[str, Any],
             raise BadRequest(f"{name}: {why}", param=name)
     if "input" not in body:
         raise BadRequest("input: required (a string or a list of items)", param="input")
-    history = store.get(body["previous_response_id"]) if body.get("previous_response_id") else []
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise BadRequest(
+            "previous_response_id: must be the id of a response (resp_…)",
+            param="previous_response_id",
+        )
+    history = store.get(previous) if previous else []
     history = [m for m in history if m["role"] != "system"]
     conversation = history + _messages(body["input"])
     system = (

@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from wire.contract import DesiredModel, DesiredState
 from wire.signing import verify
-
-HASH_BLOCK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,20 +73,3 @@ def refusal(model: DesiredModel, policy: TrustPolicy) -> str | None:
         f"signed only by key(s) this tenant does not trust now ({', '.join(unknown)}): "
         "revoked or never added (`hangar trust ls`)"
     )
-
-
-def sha256_of(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(HASH_BLOCK):
-            hasher.update(block)
-    return "sha256:" + hasher.hexdigest()
-
-
-def check_file(path: Path, model: DesiredModel, policy: TrustPolicy) -> str | None:
-    """Digest and signature of a file about to be installed by other means (a bundle):
-    None if it may be installed, else why not. Blocking (hashes the whole file)."""
-    actual = sha256_of(path)
-    if actual != model.digest:
-        return f"the file hashes to {actual}, not {model.digest}: damaged or tampered"
-    return refusal(model, policy)

@@ -12,7 +12,20 @@ from typing import Annotated
 import httpx
 import typer
 
-from services.cli.client import JSON, OPERATOR, call, check, client, err, fail, print_json, say
+from services.cli.client import (
+    JSON,
+    OPERATOR,
+    UNREACHABLE,
+    call,
+    check,
+    client,
+    emit,
+    err,
+    fail,
+    print_json,
+    say,
+    unreachable,
+)
 from services.cli.finance import usage
 from services.cli.fleet import labels as parse_labels
 from services.cli.fleet import nodes
@@ -67,6 +80,7 @@ def create_offline(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="default: NAME.offline.json")
     ] = None,
+    json: JSON = False,
 ) -> None:
     """A node for a machine that never reaches the control plane. Writes its identity
     file (credential inside, 0600): carry it over and run `hangar node init-offline`."""
@@ -77,7 +91,12 @@ def create_offline(
     import json as json_
 
     _write_private(target, json_.dumps(ident, indent=2).encode())
-    say.print(f"offline node {ident['node_id']} ({name}); identity written to {target}")
+    # The credential stays in the 0600 file: stdout only says where it is.
+    emit(
+        {"node_id": ident["node_id"], "name": name, "identity_file": str(target)},
+        f"offline node {ident['node_id']} ({name}); identity written to {target}",
+        json,
+    )
 
 
 @bundle.command("create")
@@ -85,6 +104,7 @@ def bundle_create(
     output: OUTPUT,
     node: Annotated[uuid.UUID | None, typer.Option(help="one node's id")] = None,
     label: LABELS = None,
+    json: JSON = False,
 ) -> None:
     """One signed file with the desired state and model files of a node (--node) or of
     every node with the labels (--label k=v). Its bytes count as download egress."""
@@ -93,9 +113,11 @@ def bundle_create(
         "labels": parse_labels(label) if label else None,
     }
     tmp = output.with_name(output.name + ".partial")
+    answered = False
     with client(timeout=600) as http:
         try:
             with http.stream("POST", "/v1/offline/bundles", json=body) as resp:
+                answered = True
                 if not resp.is_success:
                     resp.read()
                     check(resp)
@@ -110,12 +132,14 @@ def bundle_create(
                 err.print()
         except httpx.TransportError as exc:
             tmp.unlink(missing_ok=True)
-            fail(f"the bundle download broke off ({exc}); run the command again")
+            if not answered:  # no connection, or no answer: nothing was sent
+                unreachable(http.base_url, exc)
+            fail(f"the bundle download broke off ({exc}); run the command again", UNREACHABLE)
     if total and done != total:
         tmp.unlink(missing_ok=True)
         fail(f"got {done} of {total} bytes; run the command again")
     os.replace(tmp, output)
-    say.print(f"wrote {output} ({done} bytes)")
+    emit({"output": str(output), "bytes": done}, f"wrote {output} ({done} bytes)", json)
 
 
 @fleet.command("import-reports")
@@ -145,15 +169,25 @@ def statement(
     tenant: Annotated[
         list[str] | None, typer.Option(help="only this tenant (name or id; repeatable)")
     ] = None,
+    json: JSON = False,
 ) -> None:
     """This installation's billed quantities per tenant for a month, signed by its key
     (operator), for the vendor's `hangar usage import-statement`."""
     with client(OPERATOR) as http:
-        resp = http.get("/v1/usage/statements/", params={"period": period, "tenant": tenant or []})
+        try:
+            resp = http.get(
+                "/v1/usage/statements/", params={"period": period, "tenant": tenant or []}
+            )
+        except httpx.TransportError as exc:
+            unreachable(http.base_url, exc)
         if not resp.is_success:
             check(resp)
     _write_private(output, resp.content)
-    say.print(f"wrote the {period} statement to {output}")
+    emit(
+        {"period": period, "output": str(output), "bytes": len(resp.content)},
+        f"wrote the {period} statement to {output}",
+        json,
+    )
 
 
 @usage.command("trust-installation")

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.cli.client import JSON, USAGE, call, emit, fail, print_json, say, show_table
+from wire.refs import format_ref, is_digest
 from wire.signing import MAX_KEY_BYTES, Signature, SigningError, load_private_key, sign
 
 trust = typer.Typer(
@@ -123,20 +124,59 @@ def trust_keygen(
 
 
 def models_sign(
-    ref: Annotated[str, typer.Argument(help="NAME:TAG, NAME:VERSION or NAME@sha256:…")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="NAME@sha256:… (the digest you published), or NAME:TAG / NAME:VERSION with --file"
+        ),
+    ],
     sign_key: Annotated[Path, typer.Option("--sign-key", help=SIGN_KEY_HELP)],
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="your copy of the model file: hashed here, and its sha256 must be the "
+            "version's digest",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
     json: JSON = False,
 ) -> None:
-    """Sign an existing version: its digest is signed here and the signature stored."""
-    from services.cli.transfer import split_ref
+    """Sign an existing version, vouching only for bytes you hold: give the digest you
+    published (NAME@sha256:…) or the file itself (--file). A tag or version number alone
+    is refused: the server's digest for it could have been moved to other bytes."""
+    from services.cli.transfer import progress_bar, sha256_file, split_ref
 
     name, version = split_ref(ref)
+    if file is None and not is_digest(version):
+        fail(
+            f"{ref}: say which bytes you vouch for, either the digest you published "
+            f"(`hangar models sign {name}@sha256:<hex> --sign-key KEY`) or your copy of the "
+            f"file (`hangar models sign {ref} --file MODEL.gguf --sign-key KEY`)",
+            USAGE,
+        )
     key = signer(sign_key)
+    expected = version if is_digest(version) else None
+    if file is not None:
+        with progress_bar() as progress:
+            hashed = sha256_file(file, progress)
+        if expected is not None and hashed != expected:
+            fail(f"{file} is {hashed}, not {expected}; not signing")
+        expected = hashed
     found = call("GET", f"/v1/models/{name}/versions/{version}")
-    sig = signature_for(key, found["digest"])
+    if found["digest"] != expected:
+        fail(
+            f"{format_ref(name, version)} on the server is {found['digest']}, but your "
+            f"{'file' if file is not None else 'digest'} is {expected}; not signing. "
+            f"Check who moved it (`hangar models show {name}`)"
+        )
+    sig = signature_for(key, expected)
+    # Posted to the digest, not the tag: a tag moved meanwhile cannot receive it.
     signed = call(
         "POST",
-        f"/v1/models/{name}/versions/{version}/signatures",
+        f"/v1/models/{name}/versions/{expected}/signatures",
         json={"signature": sig.model_dump()},
     )
     emit(

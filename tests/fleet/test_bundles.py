@@ -4,8 +4,11 @@ or, for a bundle that is not right for it, refuses it and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +206,82 @@ async def test_a_bundle_for_another_node_or_tenant_is_refused(site, tenants, tmp
     stranger_tenant = await tenants.create()
     stranger = await offline_node(stranger_tenant, "stranger", tmp_path)
     refused(first, stranger["data_dir"], "for tenant", t.id)
+
+
+async def hangar_in(cwd: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """A real `hangar` process run from ``cwd`` (stdout and stderr apart)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        *args,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_offline_commands_print_json_and_use_hangar_node_data_dir(
+    tenants, base_url, tmp_path
+):
+    from tests.services.test_cli_conventions import key_env, user_env
+
+    t = await tenants.create()
+    await t.push(write_gguf(tmp_path / "a.gguf", seed=5), "alpha", tag="prod")
+    admin = key_env(base_url, t, tmp_path)
+    ident = tmp_path / "site.offline.json"
+    code, out, err = await hangar_in(
+        tmp_path, admin, "nodes", "create-offline", "site", "-o", str(ident), "--json"
+    )
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["identity_file"] == str(ident) and "credential" not in made, made
+    await deploy(t, "alpha:prod", node_id=made["node_id"])
+    site = tmp_path / "site.hangar"
+    code, out, err = await hangar_in(
+        tmp_path, admin, "bundle", "create", "--node", made["node_id"], "-o", str(site), "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"output": str(site), "bytes": site.stat().st_size}
+
+    # No server there: "unreachable" (exit 5), not a broken download, and no partial file.
+    gone = key_env("http://127.0.0.1:9", t, tmp_path)
+    lost = tmp_path / "lost.hangar"
+    code, out, err = await hangar_in(
+        tmp_path, gone, "bundle", "create", "--node", made["node_id"], "-o", str(lost)
+    )
+    assert code == 5 and "server unreachable" in err, (code, err)
+    assert not list(tmp_path.glob("lost.hangar*"))
+
+    # On the machine, HANGAR_NODE_DATA_DIR alone says where the node lives, as for
+    # `hangar node enroll` and `run`; nothing lands in the working directory.
+    data_dir = tmp_path / "node-data"
+    machine = user_env(tmp_path, HANGAR_NODE_DATA_DIR=str(data_dir))
+    reports = tmp_path / "reports.hangar"
+    code, _, err = await hangar_in(tmp_path, machine, "node", "export-reports", "-o", str(reports))
+    assert code == 1 and "hangar node init-offline IDENTITY.json" in err, err
+    code, out, err = await hangar_in(
+        tmp_path, machine, "node", "init-offline", str(ident), "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {
+        "node_id": made["node_id"],
+        "name": "site",
+        "data_dir": str(data_dir),
+    }
+    code, out, err = await hangar_in(
+        tmp_path, machine, "node", "import-bundle", str(site), "--json"
+    )
+    assert code == 0, err
+    installed = json.loads(out)
+    assert installed["models"] == ["alpha:prod"] and installed["already"] is False, installed
+    code, out, err = await hangar_in(
+        tmp_path, machine, "node", "export-reports", "-o", str(reports), "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"output": str(reports), "written": 0, "queued": 0}
+    assert (data_dir / "node.json").exists() and (data_dir / "desired.json").exists()
+    assert not (tmp_path / ".hangar-node").exists()

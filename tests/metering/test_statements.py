@@ -5,6 +5,7 @@ statement's key is this installation's own, registered as a trusted issuer.)"""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 from services.scheduler import run_job
@@ -187,9 +188,20 @@ async def test_statements_from_the_cli(tenants, operator, base_url, tmp_path):
     key = (await cli(env, "installation", "key")).split()[0]
     assert key.startswith("ed25519:")
     file = tmp_path / "statement.hangar"
-    await cli(
-        env, "usage", "statement", "--period", "2021-11", "--tenant", onprem.name, "-o", str(file)
+    out = await cli(
+        env,
+        "usage",
+        "statement",
+        "--period",
+        "2021-11",
+        "--tenant",
+        onprem.name,
+        "-o",
+        str(file),
+        "--json",
     )
+    written = json.loads(out)
+    assert written == {"period": "2021-11", "output": str(file), "bytes": file.stat().st_size}
     out = await cli(env, "usage", "trust-installation", "plant", key, "--tenant", billed.name)
     assert "accepts statements from plant" in out
     out = await cli(env, "usage", "import-statement", str(file), "--tenant", billed.name)

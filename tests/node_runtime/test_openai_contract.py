@@ -334,6 +334,10 @@ async def test_refused_fields_are_a_400_naming_them(node):
             "messages",
             "template",
         ),
+        # Malformed, not just unsupported: a 400 naming the field, never a 500.
+        ("/chat/completions", {"messages": msgs, "modalities": 5}, "modalities", "list"),
+        ("/chat/completions", {"messages": msgs, "modalities": [{}]}, "modalities", "list"),
+        ("/chat/completions", {"messages": msgs, "modalities": "text"}, "modalities", "list"),
         ("/completions", {"prompt": "x", "suffix": "y"}, "suffix", ""),
         ("/completions", {"prompt": "x", "best_of": 3}, "best_of", ""),
         ("/completions", {"prompt": ["a", "b", "c"], "n": 3}, "n", "at most"),
@@ -433,6 +437,16 @@ async def test_responses_api_text_tools_streaming_and_previous_response(client):
                 {"input": [{"role": "user", "content": [{"type": "input_image"}]}]},
                 "input.0.0",
             ),
+            # Malformed bodies: a 400 naming the field, never a 500.
+            ({"input": [{"type": "function_call", "call_id": "c1"}]}, "input.0.name"),
+            (
+                {"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
+                "input.0.0.text",
+            ),
+            ({"input": "x", "text": "plain"}, "text"),
+            ({"input": "x", "text": {"format": "json"}}, "text.format"),
+            ({"input": "x", "tools": 5}, "tools"),
+            ({"input": "x", "previous_response_id": ["resp_1"]}, "previous_response_id"),
         ):
             resp = await http.post("responses", json={"model": MODEL, **body})
             assert resp.status_code == 400, (body, resp.text)

@@ -102,10 +102,48 @@ async def test_models_sign_adds_a_signature_to_an_existing_version(tenants, base
     assert (await t.push(path, "demo", "prod")).status_code == 201
     assert (await t.request("GET", "/v1/models/demo")).json()["versions"][0]["signatures"] == []
 
+    # A bare tag is the server's word for which bytes it names: refused, saying both ways.
     code, out = await hangar_cli("models", "sign", "demo:prod", "--sign-key", private, env=env)
+    assert code == 2 and "demo@sha256:" in out and "--file" in out, out
+    code, out = await hangar_cli(
+        "models", "sign", "demo:prod", "--file", str(path), "--sign-key", private, env=env
+    )
     assert code == 0 and "signed demo version 1" in out, out
     (sig,) = (await t.request("GET", "/v1/models/demo")).json()["versions"][0]["signatures"]
     assert sig["key_name"] == "qa" and sig["trusted"]
+
+
+async def test_models_sign_refuses_a_tag_moved_to_other_bytes(tenants, base_url, tmp_path):
+    """Someone holding an admin key moves demo:prod to a tampered blob: the publisher's
+    `models sign` checks the bytes it holds against the server's digest and signs nothing."""
+    t = await tenants.create()
+    env = cli_env(base_url, t, tmp_path)
+    _, private, public = write_keypair(tmp_path, "qa")
+    assert (await hangar_cli("trust", "add", "qa", public, env=env))[0] == 0
+    published = write_gguf(tmp_path / "m.gguf", megabytes=1, seed=72)
+    digest = sha(published.read_bytes())
+    assert (await t.push(published, "demo", "prod")).status_code == 201
+    tampered = write_gguf(tmp_path / "evil.gguf", megabytes=1, seed=73)
+    assert (await t.push(tampered, "demo", "prod")).status_code == 201
+
+    code, out = await hangar_cli(
+        "models", "sign", "demo:prod", "--file", str(published), "--sign-key", private, env=env
+    )
+    assert code == 1 and "not signing" in out and digest in out, out
+    code, out = await hangar_cli(
+        "models", "sign", f"demo@{digest}", "--file", str(tampered), "--sign-key", private, env=env
+    )
+    assert code == 1 and "not signing" in out, out
+    versions = (await t.request("GET", "/v1/models/demo")).json()["versions"]
+    assert all(v["signatures"] == [] for v in versions), versions
+
+    # The digest the publisher holds names the genuine version, wherever the tag went.
+    code, out = await hangar_cli(
+        "models", "sign", f"demo@{digest}", "--sign-key", private, "--json", env=env
+    )
+    assert code == 0 and json.loads(out)["digest"] == digest, out
+    prod = (await t.request("GET", "/v1/models/demo/versions/prod")).json()
+    assert prod["digest"] != digest and prod["signatures"] == []
 
 
 async def test_require_on_refuses_an_unsigned_push_before_the_first_byte(
@@ -338,6 +376,13 @@ async def test_cli_refuses_bad_signing_keys_before_hashing(tenants, base_url, tm
         )
         assert (await hangar_cli("trust", "add", "ssh", str(tmp_path / "id.pub"), env=env))[0] == 0
         code, out = await hangar_cli(
-            "models", "sign", "m:latest", "--sign-key", str(tmp_path / "id"), env=env
+            "models",
+            "sign",
+            "m:latest",
+            "--file",
+            str(path),
+            "--sign-key",
+            str(tmp_path / "id"),
+            env=env,
         )
         assert code == 0, out
