@@ -144,3 +144,18 @@ async def test_an_instant_before_year_1_in_utc_is_400(tenants, operator):
     resp = await operator.import_events([event])
     assert resp.status_code == 400, resp.text
     assert "occurred_at" in resp.text
+
+
+@pytest.mark.parametrize(
+    ("quantity", "needle"),
+    [("²", "quantity"), ("1" + "٣" * 3, "quantity"), ("x" * 200_000, "line 2")],
+    ids=["superscript-digit", "arabic-indic-digits", "cell-past-the-csv-field-limit"],
+)
+async def test_csv_usage_cells_that_python_misreads_are_400(tenants, operator, quantity, needle):
+    t = await tenants.create()
+    csv = f"tenant_id,id,meter,quantity,occurred_at\n{t.id},c1,egress,{quantity},2023-05-03T10:00:00Z\n"
+    resp = await operator.http.post(
+        "/v1/usage/import", content=csv, headers={**operator.auth, "Content-Type": "text/csv"}
+    )
+    assert resp.status_code == 400, resp.text[:500]
+    assert needle in resp.json()["error"] + json.dumps(resp.json()["detail"])
