@@ -18,6 +18,7 @@ from core.db import advisory_lock_key, transaction, utcnow
 from fleet.nodes import mark_offline
 from fleet.rollouts import Health, advance_all
 from registry.gc import collect_garbage
+from services.api.idempotency import forget_expired
 from services.components import Components
 
 log = logging.getLogger("hangar.jobs")
@@ -34,8 +35,6 @@ class Job:
 
 
 async def _gc(hangar: Components, now: datetime) -> Any:
-    from services.api.idempotency import forget_expired
-
     stale = timedelta(hours=hangar.settings.registry.stale_upload_hours)
     report = await collect_garbage(hangar.sessions, hangar.store, stale_after=stale)
     expired = await forget_expired(hangar.sessions, now=now)
