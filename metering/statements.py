@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import new_id
 from core.errors import BadRequest, Conflict, NotFound
+from metering.bounds import refuse_sums_past_limits
 from metering.closing import refuse_events_in_closed_months
 from metering.ingest import insert_events, parse_events, refuse_conflicts
 from metering.meters import BILLED
@@ -227,6 +228,7 @@ async def import_statement(
         await refuse_events_in_closed_months(session, cols)
         await refuse_conflicts(session, cols)
         written = await insert_events(session, cols)
+        await refuse_sums_past_limits(session, cols)  # raising rolls the write back
     if done is None:
         session.add(
             UsageStatement(

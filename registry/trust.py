@@ -160,11 +160,21 @@ async def add_key(
 async def remove_key(
     session: AsyncSession, *, tenant_id: uuid.UUID, name: str, on_change: TrustChanged
 ) -> None:
-    key = await session.scalar(
-        select(TrustedKey).where(TrustedKey.tenant_id == tenant_id, TrustedKey.name == name)
+    # Locked, so two removals at once cannot each leave the other's key as "the last".
+    keys = list(
+        await session.scalars(
+            select(TrustedKey).where(TrustedKey.tenant_id == tenant_id).with_for_update()
+        )
     )
+    key = next((k for k in keys if k.name == name), None)
     if key is None:
         raise NotFound(f"no trusted key named {name!r}; `hangar trust ls` lists them")
+    if len(keys) == 1 and await requires_signatures(session, tenant_id=tenant_id):
+        # Every node would unload every model: no version could be trusted any more.
+        raise Conflict(
+            "signatures are required and this is the last trusted key: add another key "
+            "or turn `hangar trust require off` first"
+        )
     await session.delete(key)
     await session.flush()
     # Nodes drop the key at their next sync and unload what only it had signed.
@@ -174,7 +184,9 @@ async def remove_key(
 async def set_required(
     session: AsyncSession, *, tenant_id: uuid.UUID, required: bool, on_change: TrustChanged
 ) -> None:
-    if required and not await list_keys(session, tenant_id=tenant_id):
+    # The keys locked as in remove_key: a removal running now cannot empty them under us.
+    locked = select(TrustedKey.id).where(TrustedKey.tenant_id == tenant_id).with_for_update()
+    if required and not list(await session.scalars(locked)):
         raise BadRequest(
             "no trusted keys yet: with signatures required no model could load; "
             "`hangar trust add NAME KEY.pub` first"

@@ -18,6 +18,7 @@ from core.db import advisory_lock_key, transaction, utcnow
 from fleet.nodes import mark_offline
 from fleet.rollouts import Health, advance_all
 from registry.gc import collect_garbage
+from services.api.idempotency import forget_expired
 from services.components import Components
 
 log = logging.getLogger("hangar.jobs")
@@ -35,7 +36,9 @@ class Job:
 
 async def _gc(hangar: Components, now: datetime) -> Any:
     stale = timedelta(hours=hangar.settings.registry.stale_upload_hours)
-    return await collect_garbage(hangar.sessions, hangar.store, stale_after=stale)
+    report = await collect_garbage(hangar.sessions, hangar.store, stale_after=stale)
+    expired = await forget_expired(hangar.sessions, now=now)
+    return {**asdict(report), "idempotency_keys": expired}
 
 
 async def _offline(hangar: Components, now: datetime) -> Any:
@@ -80,7 +83,8 @@ JOBS: dict[str, Job] = {
             "gc",
             CronTrigger(minute=17),
             _gc,
-            "abort stale uploads, delete unused blobs and orphaned objects",
+            "abort stale uploads, delete unused blobs and orphaned objects, "
+            "forget Idempotency-Keys past 24 hours",
         ),
         Job(
             "offline",

@@ -27,7 +27,8 @@ MAX_HEADER_LINE = 16 * 1024
 MAX_HEADER_BLOCK = 64 * 1024
 # Path parameters are stored in Postgres integer columns (positions, counts).
 INT32_MAX = 2**31 - 1
-# JSON bodies larger than this are left to the route's own limit (413) unchecked here.
+# The most a JSON body may be, whatever a route allows: the guard holds a body to check
+# it, so it refuses (413) past min(this, the route's own limit) before reading further.
 MAX_CHECKED_JSON = 64 * 1024 * 1024
 
 
@@ -132,8 +133,27 @@ def _json_problem(body: bytes) -> str | None:
     return None
 
 
-async def _buffer(receive: Receive) -> tuple[list[Message], bytes | None]:
-    """The body's messages as received, and the body if it is small enough to check."""
+class _TooLarge(Exception):
+    pass
+
+
+def _body_limit(scope: Scope) -> int:
+    """What this route accepts (Litestar's limit, applied only after this guard would
+    have read the body), and never more than the guard will hold."""
+    limit = scope["route_handler"].resolve_request_max_body_size()
+    return MAX_CHECKED_JSON if limit is None else min(limit, MAX_CHECKED_JSON)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+async def _buffer(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:
+    """The body's messages as received, and the body (None if the client went away).
+    Raises ``_TooLarge`` as soon as more than ``limit`` bytes arrived."""
     messages: list[Message] = []
     size, more = 0, True
     while more:
@@ -143,9 +163,27 @@ async def _buffer(receive: Receive) -> tuple[list[Message], bytes | None]:
             return messages, None
         size += len(message.get("body", b""))
         more = message.get("more_body", False)
-        if size > MAX_CHECKED_JSON:
-            return messages, None
+        if size > limit:
+            raise _TooLarge
     return messages, b"".join(m.get("body", b"") for m in messages)
+
+
+async def _checked_json(scope: Scope, receive: Receive) -> tuple[int, str | None, Receive]:
+    """Status and problem (None: fine) of a JSON body, and a receive that replays it."""
+    limit = _body_limit(scope)
+    too_large = (
+        413,
+        f"the body is larger than {limit} bytes, the most this route accepts; send less",
+    )
+    declared = _declared_length(scope)
+    if declared is not None and declared > limit:
+        return *too_large, receive  # refused before a byte of it is read
+    try:
+        messages, body = await _buffer(receive, limit)
+    except _TooLarge:
+        return *too_large, receive
+    problem = _json_problem(body) if body is not None else None
+    return 400, problem, _replay(messages, receive)
 
 
 def guards_middleware(app: ASGIApp) -> ASGIApp:
@@ -157,11 +195,9 @@ def guards_middleware(app: ASGIApp) -> ASGIApp:
         if problem is None:
             status, problem = 400, _query_problem(scope) or _path_problem(scope)
         if problem is None and _takes_json(scope):
-            messages, body = await _buffer(receive)
-            problem = _json_problem(body) if body is not None else None
-            receive = _replay(messages, receive)
+            status, problem, receive = await _checked_json(scope, receive)
         if problem is not None:
-            code = "headers_too_large" if status == 431 else "bad_request"
+            code = {431: "headers_too_large", 413: "too_large"}.get(status, "bad_request")
             for message in _error_response(status, code, problem):
                 await send(message)
             return

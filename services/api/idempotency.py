@@ -4,7 +4,13 @@ A client that lost the answer to a create (timeout, dropped connection) sends th
 request again with the same key and gets the first answer (status and body) instead of
 a second tenant, key or deployment. The same key with another request is a 409, as is
 a retry while the first is still running. Keys are scoped to the caller's credential
-(stored as a hash, never the secret) and forgotten after 24 hours.
+(stored as a hash, never the secret) and forgotten after 24 hours (the caller's own at
+its next keyed POST, everyone's by the hourly ``gc`` job).
+
+An answer that shows a secret once (an API key, a tenant's admin key, an enrollment
+token) is never stored: what is kept for it, and replayed, is a 409 naming what was
+created. Secrets are shown once and kept only hashed, here too. Nothing is kept for a
+request that failed authentication (401/403), so random tokens leave no rows.
 
 One ASGI middleware serves every route whose decorator lists the header
 (``opt=doc(headers=(IDEMPOTENCY_KEY,))``): no code in the controllers. It owns its short
@@ -19,6 +25,7 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import DateTime, Integer, LargeBinary, String, delete, func, select
@@ -41,7 +48,7 @@ class IdempotencyRecord(Base):
     # sha256 of the bearer credential: per caller, and no secret at rest.
     caller: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    # sha256 of method, path, query and body: "the same request".
+    # sha256 of path, query and body (the method is always POST): "the same request".
     request_hash: Mapped[str] = mapped_column(String(64))
     # Null while the first request is running.
     status: Mapped[int | None] = mapped_column(Integer)
@@ -50,6 +57,17 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), default=utcnow
     )
+
+
+async def forget_expired(sessions, *, now: datetime) -> int:
+    """Every caller's keys past the TTL (run by the hourly ``gc`` job): a caller that
+    never sends another keyed POST, or a bearer that never authenticated, leaves
+    nothing behind for longer than a day and an hour."""
+    async with transaction(sessions) as session:
+        gone = await session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - TTL)
+        )
+    return gone.rowcount
 
 
 def _declares_key(scope: Scope) -> bool:
@@ -212,24 +230,24 @@ async def _run_and_remember(app, scope, body, send, sessions, caller, key) -> No
     try:
         await app(scope, replay, hold)
     finally:
-        await _remember(sessions, caller, key, messages)
+        await _remember(sessions, caller, key, scope["path"], messages)
     for message in messages:
         await send(message)
 
 
-async def _remember(sessions, caller: str, key: str, messages: list[Message]) -> None:
+async def _remember(sessions, caller: str, key: str, path: str, messages: list[Message]) -> None:
     start = next((m for m in messages if m["type"] == "http.response.start"), None)
     status = start["status"] if start else None
     async with transaction(sessions) as session:
         record = await session.get(IdempotencyRecord, (caller, key))
         if record is None:
             return
-        if status is None or status >= 500:
-            # Nothing (or a server fault) happened: let a retry run it again.
+        if status is None or status >= 500 or status in (401, 403):
+            # Nothing (or a server fault) happened: let a retry run it again. A caller
+            # that failed authentication is nobody: keep nothing for it.
             await session.delete(record)
             return
-        record.status = status
-        record.content_type = next(
+        content_type = next(
             (
                 v.decode("latin-1")
                 for k, v in start.get("headers", [])
@@ -237,6 +255,51 @@ async def _remember(sessions, caller: str, key: str, messages: list[Message]) ->
             ),
             None,
         )
-        record.body = b"".join(
-            m.get("body", b"") for m in messages if m["type"] == "http.response.body"
-        )
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        shown_once = _shown_once(path, status, content_type, body)
+        if shown_once is not None:
+            status, content_type, body = 409, "application/json", shown_once
+        record.status, record.content_type, record.body = status, content_type, body
+
+
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "secret" in value or any(_has_secret(v) for v in value.values())
+    return isinstance(value, list) and any(_has_secret(v) for v in value)
+
+
+# What the creates that show a secret create, and where a caller finds it again.
+_CREATED = {
+    "/v1/keys": ("the API key", "`hangar keys ls` (GET /v1/keys/)"),
+    "/v1/tenants": ("the tenant", "`hangar tenants ls` (GET /v1/tenants/)"),
+    "/v1/enrollment-tokens": (
+        "the enrollment token",
+        "`hangar enroll-tokens ls` (GET /v1/enrollment-tokens/)",
+    ),
+}
+
+
+def _shown_once(path: str, status: int, content_type: str | None, body: bytes) -> bytes | None:
+    """For an answer carrying a secret (shown once, kept only hashed): the 409 a retry
+    gets instead of it, naming what was created. None for any other answer."""
+    if not 200 <= status < 300 or "json" not in (content_type or ""):
+        return None
+    try:
+        created = json.loads(body)
+    except ValueError:
+        return None
+    if not _has_secret(created):
+        return None
+    route = path.rstrip("/")
+    what, listing = _CREATED.get(route, ("the object", f"GET {route}/"))
+    named = created if isinstance(created, dict) else {}
+    if "name" in named and "id" in named:
+        what = f"{what} {named['name']!r} ({named['id']})"
+    message = (
+        f"this Idempotency-Key already created {what}; its secret was shown once and is "
+        f"not kept, so a retry cannot show it again: list it with {listing}, or create "
+        "another with a new Idempotency-Key"
+    )
+    return json.dumps(
+        {"error": message, "detail": None, "code": "idempotency_secret_shown"}
+    ).encode()

@@ -46,9 +46,10 @@ class TrustController(Controller):
         )
         return trust.key_out(key)
 
-    @delete("/keys/{name:str}", opt=doc(404))
+    @delete("/keys/{name:str}", opt=doc(404, 409))
     async def remove_key(self, db: AsyncSession, principal: Principal, name: str) -> None:
-        """Stop trusting a key; nodes unload what only it signed at their next sync."""
+        """Stop trusting a key; nodes unload what only it signed at their next sync.
+        409 for the last key while signatures are required (nothing could load)."""
         principal.require_admin()
         await trust.remove_key(
             db, tenant_id=principal.tenant_id, name=name, on_change=tenant_changed

@@ -90,12 +90,31 @@ async def tenant_plan(
     return back(f"{PATH}/operator")
 
 
-def _pence(data: dict[str, str], name: str, label: str) -> Decimal:
+def _pence(data: dict[str, str], name: str, label: str, *, whole: bool = False) -> Decimal:
+    """Pounds as typed, in pence. ``whole``: the amount is stored in whole pence, so a
+    fraction of a penny is refused rather than cut off (35.999 is not 3599)."""
     raw = data.get(name, "").strip() or "0"
+    wrong = BadRequest(f"{label} must be an amount in pounds, like 4.50, not {raw[:40]!r}")
     try:
-        return Decimal(raw) * 100
+        pounds = Decimal(raw)
     except InvalidOperation:
-        raise BadRequest(f"{label} must be an amount in pounds, like 4.50, not {raw!r}") from None
+        raise wrong from None
+    # NaN and Infinity parse as Decimals but are no amount; past 10^15 pounds is past
+    # any bound the contract takes (checked below), and not worth computing with.
+    if not pounds.is_finite() or pounds.adjusted() > 15:
+        raise wrong
+    if whole and _sub_penny(pounds):
+        raise BadRequest(
+            f"{label} is charged in whole pence: give at most 2 decimal places, not {raw[:40]!r}"
+        )
+    return pounds * 100
+
+
+def _sub_penny(pounds: Decimal) -> bool:
+    # Exact, on the digits as typed (no rounding to the decimal context's precision).
+    _, digits, exponent = pounds.as_tuple()
+    past = -2 - int(exponent)  # digits after the second decimal place
+    return past > 0 and any(digits[-past:])
 
 
 @post("/operator/contracts")
@@ -107,7 +126,7 @@ async def contract(request: Request, db: AsyncSession, user: ConsoleUser) -> Res
     found = await resolve_tenant(db, required(data, "tenant", "the tenant"))
     try:
         terms = ContractIn(
-            monthly_fee_pence=int(_pence(data, "monthly_fee", "the monthly fee")),
+            monthly_fee_pence=int(_pence(data, "monthly_fee", "the monthly fee", whole=True)),
             device_month_pence=_pence(data, "device_month", "the device-month price"),
             storage_gb_month_pence=_pence(data, "storage_gb_month", "the GB-month price"),
             egress_gb_pence=_pence(data, "egress_gb", "the egress GB price"),

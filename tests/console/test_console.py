@@ -283,3 +283,37 @@ async def test_disable_asks_first_and_revoke_can_be_cancelled(console, tenants):
     assert shown["state"] == "disabled"
     await c.page.get_by_role("button", name="Enable").click()
     await expect(state).to_have_text(before)
+
+
+async def test_the_contract_form_refuses_amounts_that_are_not_pence(console, settings, tenants):
+    """NaN and Infinity parse as decimals and used to end in a 500; a fee with a
+    fraction of a penny was cut off (35.999 became 3599 pence). Each is the form's
+    ordinary error, naming the field, and no contract is set."""
+    t = await tenants.create()
+    c = await console(settings.operator_token.get_secret_value())
+    await c.page.locator("#ctenant").select_option(label=t.name)
+    await c.page.locator("#cfee").fill("NaN")
+    await c.page.get_by_role("button", name="Set contract").click()
+    await expect(c.page.get_by_role("alert")).to_contain_text("the monthly fee must be an amount")
+
+    await c.goto("/console/operator")
+    token = await c.csrf()
+    cases = [
+        ({"monthly_fee": "Infinity"}, "the monthly fee must be an amount in pounds"),
+        ({"monthly_fee": "-inf"}, "the monthly fee must be an amount in pounds"),
+        ({"monthly_fee": "1e999999"}, "the monthly fee must be an amount in pounds"),
+        ({"monthly_fee": "35.999"}, "whole pence"),
+        ({"device_month": "sNaN"}, "the device-month price must be an amount"),
+    ]
+    for fields, message in cases:
+        resp = await c.context.request.post(
+            c.base_url + "/console/operator/contracts",
+            form={"tenant": t.id, "_csrf_token": token, **fields},
+            max_redirects=0,
+        )
+        assert resp.status == 400, (fields, await resp.text())
+        assert message in await resp.text(), fields
+    op = {"Authorization": f"Bearer {settings.operator_token.get_secret_value()}"}
+    async with httpx.AsyncClient(base_url=c.base_url, headers=op) as api:
+        none = await api.get(f"/v1/tenants/{t.name}/contract")
+    assert none.status_code == 400 and "no enterprise contract" in none.json()["error"]

@@ -207,3 +207,27 @@ async def test_statements_from_the_cli(tenants, operator, base_url, tmp_path):
     out = await cli(env, "usage", "import-statement", str(file), "--tenant", billed.name)
     assert "1 quantities written" in out
     assert (await totals_of(billed, "2021-11"))["egress_bytes"] == 3 * GB
+
+
+async def test_a_statement_past_the_monthly_bound_is_refused_whole(tenants, operator):
+    """A statement is usage like any other: it may not take a month's sum past
+    ``MONTH_LIMITS`` (the month could no longer be invoiced), and nothing of it stays."""
+    from metering.meters import MONTH_LIMITS
+
+    onprem, billed = await tenants.create(), await tenants.create()
+    await operator.imported([egress(onprem.id, 7 * GB, at("2021-09-15"))])
+    data = (await statement(operator, "2021-09", onprem)).content
+    # The billed tenant already used all but one byte of the month's bound online.
+    await operator.imported([egress(billed.id, MONTH_LIMITS["egress"] - 1, at("2021-09-02"))])
+    key = (await operator.request("GET", "/v1/installation/key")).json()["public_key"]
+    trusted = await operator.request(
+        "POST",
+        "/v1/usage/statements/issuers",
+        json={"tenant": billed.name, "name": "plant", "public_key": key},
+    )
+    assert trusted.status_code == 201, trusted.text
+
+    resp = await import_statement(operator, data, billed)
+    assert resp.status_code == 400, resp.text
+    assert "monthly limit" in resp.text and "egress" in resp.text
+    assert (await totals_of(billed, "2021-09"))["egress_bytes"] == MONTH_LIMITS["egress"] - 1

@@ -44,6 +44,14 @@ async def test_signed_loads_unsigned_refused_revoked_unloads_tampered_refused(
         "POST", "/v1/trust/keys", json={"name": "release", "public_key": public_pem(key)}
     )
     assert added.status_code == 201, added.text
+    # A second trusted key (signing nothing here): with signatures required, the last
+    # trusted key cannot be revoked, and revoking "release" below is the point.
+    backup = await t.request(
+        "POST",
+        "/v1/trust/keys",
+        json={"name": "backup", "public_key": public_pem(Ed25519PrivateKey.generate())},
+    )
+    assert backup.status_code == 201, backup.text
     signed = (await t.push(smollm2, "smollm2", "prod")).json()["version"]
     digest = signed["digest"]
     resp = await t.request(

@@ -204,8 +204,36 @@ async def test_a_trust_change_makes_every_node_of_the_tenant_sync_again(tenants,
         await t.request("PUT", "/v1/trust/require", json={"require_signatures": True})
     ).status_code == 200
     assert await revision() == before + 2
+    off = await t.request("PUT", "/v1/trust/require", json={"require_signatures": False})
+    assert off.status_code == 200
     assert (await t.request("DELETE", "/v1/trust/keys/k")).status_code == 204
-    assert await revision() == before + 3
+    assert await revision() == before + 4
+
+
+async def test_the_last_trusted_key_stays_while_signatures_are_required(
+    tenants, base_url, tmp_path
+):
+    """Removing it would leave no key any version could be trusted by: every node
+    would unload every model. Refused (409) until another key is added or require is off."""
+    t = await tenants.create()
+    env = cli_env(base_url, t, tmp_path)
+    await trust(t, "a", Ed25519PrivateKey.generate())
+    await trust(t, "b", Ed25519PrivateKey.generate())
+    on = await t.request("PUT", "/v1/trust/require", json={"require_signatures": True})
+    assert on.status_code == 200, on.text
+    assert (await t.request("DELETE", "/v1/trust/keys/a")).status_code == 204
+
+    last = await t.request("DELETE", "/v1/trust/keys/b")
+    assert last.status_code == 409, last.text
+    assert "last trusted key" in last.json()["error"]
+    code, out = await hangar_cli("trust", "rm", "b", env=env)
+    assert code == 1 and "hangar trust require off" in out, out
+    listed = await t.request("GET", "/v1/trust/keys")
+    assert [k["name"] for k in listed.json()] == ["b"]
+
+    code, out = await hangar_cli("trust", "require", "off", env=env)
+    assert code == 0, out
+    assert (await t.request("DELETE", "/v1/trust/keys/b")).status_code == 204
 
 
 async def test_bad_keys_are_refused_naming_what_is_wrong(tenants, tmp_path):

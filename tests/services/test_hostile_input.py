@@ -144,3 +144,47 @@ async def test_an_instant_before_year_1_in_utc_is_400(tenants, operator):
     resp = await operator.import_events([event])
     assert resp.status_code == 400, resp.text
     assert "occurred_at" in resp.text
+
+
+@pytest.mark.parametrize(
+    ("quantity", "needle"),
+    [("²", "quantity"), ("1" + "٣" * 3, "quantity"), ("x" * 200_000, "line 2")],
+    ids=["superscript-digit", "arabic-indic-digits", "cell-past-the-csv-field-limit"],
+)
+async def test_csv_usage_cells_that_python_misreads_are_400(tenants, operator, quantity, needle):
+    t = await tenants.create()
+    csv = f"tenant_id,id,meter,quantity,occurred_at\n{t.id},c1,egress,{quantity},2023-05-03T10:00:00Z\n"
+    resp = await operator.http.post(
+        "/v1/usage/import", content=csv, headers={**operator.auth, "Content-Type": "text/csv"}
+    )
+    assert resp.status_code == 400, resp.text[:500]
+    assert needle in resp.json()["error"] + json.dumps(resp.json()["detail"])
+
+
+async def test_a_json_body_past_the_routes_limit_is_413_before_it_is_read(http, base_url):
+    """The body guard holds a JSON body to check it, so it stops at the route's limit
+    (Litestar's 10 MB default here), before authentication: an anonymous client cannot
+    make the server hold 64 MB per request on /v1/fleet/enroll."""
+    limit = 10_000_000
+    huge = b'{"token": "' + b"x" * (limit + 1) + b'"}'
+
+    async def chunks():  # no Content-Length: counted as it arrives
+        for start in range(0, len(huge), 1 << 20):
+            yield huge[start : start + (1 << 20)]
+
+    for content in (huge, chunks()):
+        resp = await http.post(
+            "/v1/fleet/enroll", content=content, headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 413, resp.text[:300]
+        assert resp.json()["code"] == "too_large"
+        assert f"larger than {limit} bytes" in resp.json()["error"]
+
+    # A Content-Length past the limit is refused at once: not one byte of it is awaited.
+    raw = await _raw(
+        base_url,
+        b"POST /v1/fleet/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 60000000\r\n\r\n{",
+    )
+    assert _status(raw) == 413, raw[:300]
+    assert b"too_large" in raw

@@ -6,12 +6,16 @@ from __future__ import annotations
 import secrets
 import uuid
 
+import pytest
+
 
 def _key() -> str:
     return str(uuid.uuid4())
 
 
-async def test_a_retried_tenant_create_answers_the_first_time_and_creates_one(http, settings):
+async def test_a_retried_tenant_create_creates_one_and_never_keeps_its_admin_key(
+    http, settings, hangar
+):
     operator = {"Authorization": f"Bearer {settings.operator_token.get_secret_value()}"}
     headers = {**operator, "Idempotency-Key": _key()}
     body = {"name": f"t-{secrets.token_hex(5)}", "plan": "starter"}
@@ -19,12 +23,69 @@ async def test_a_retried_tenant_create_answers_the_first_time_and_creates_one(ht
     first = await http.post("/v1/tenants/", json=body, headers=headers)
     again = await http.post("/v1/tenants/", json=body, headers=headers)
 
-    assert first.status_code == again.status_code == 201, again.text
-    # The very same answer, admin key included (shown once, so a retry must get it back).
-    assert again.json() == first.json()
+    assert first.status_code == 201, first.text
+    secret = first.json()["admin_key"]["secret"]
+    # The admin key is shown once: a retry is told what was created, not given the key.
+    assert again.status_code == 409, again.text
+    assert again.json()["code"] == "idempotency_secret_shown"
+    assert body["name"] in again.json()["error"] and "hangar tenants ls" in again.json()["error"]
+    assert secret not in again.text
     assert again.headers["idempotent-replayed"] == "true"
     listed = (await http.get("/v1/tenants/", headers=operator)).json()
     assert [t["name"] for t in listed].count(body["name"]) == 1
+    assert secret.encode() not in await _stored_bodies(hangar)
+
+
+async def _stored_bodies(hangar) -> bytes:
+    from sqlalchemy import select
+
+    from services.api.idempotency import IdempotencyRecord
+
+    async with hangar.sessions() as session:
+        return b"".join(b or b"" for b in await session.scalars(select(IdempotencyRecord.body)))
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "listing"),
+    [
+        ("/v1/keys/", {"name": "ci", "scopes": ["read"]}, "hangar keys ls"),
+        ("/v1/enrollment-tokens/", {"name": "rack-1"}, "hangar enroll-tokens ls"),
+    ],
+)
+async def test_a_created_secret_is_shown_once_even_to_a_retry(tenants, hangar, path, body, listing):
+    t = await tenants.create()
+    headers = {"Idempotency-Key": _key()}
+    first = await t.request("POST", path, json=body, headers=headers)
+    again = await t.request("POST", path, json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    assert again.status_code == 409, again.text
+    error = again.json()["error"]
+    assert first.json()["id"] in error and listing in error and "new Idempotency-Key" in error
+    assert first.json()["secret"] not in again.text
+    assert first.json()["secret"].encode() not in await _stored_bodies(hangar)
+    listed = (await t.request("GET", path)).json()
+    assert [x["name"] for x in listed].count(body["name"]) == 1
+
+
+async def test_a_request_that_fails_authentication_leaves_no_key_behind(http, hangar):
+    import hashlib
+
+    from sqlalchemy import func, select
+
+    from services.api.idempotency import IdempotencyRecord
+
+    token = f"hgr_{secrets.token_hex(16)}"
+    for _ in range(3):
+        resp = await http.post(
+            "/v1/keys/",
+            json={"name": "x", "scopes": ["read"]},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": _key()},
+        )
+        assert resp.status_code == 401, resp.text
+    caller = hashlib.sha256(token.encode()).hexdigest()
+    async with hangar.sessions() as session:
+        rows = await session.scalar(select(func.count()).where(IdempotencyRecord.caller == caller))
+    assert rows == 0
 
 
 async def test_the_same_key_with_another_body_is_a_409(tenants):
@@ -101,6 +162,44 @@ async def test_a_key_is_forgotten_after_24_hours(tenants, hangar):
     # A day later the key is free again: another body is a new request, not a 409.
     later = await t.request("POST", "/v1/enrollment-tokens/", json={"name": "b"}, headers=headers)
     assert later.status_code == 201 and later.json()["name"] == "b"
+
+
+async def test_the_gc_job_forgets_every_callers_expired_keys(tenants, hangar):
+    """Not only the caller's own at its next keyed POST: a caller that never comes back
+    leaves nothing past the TTL once the hourly gc job has run."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from core.db import transaction, utcnow
+    from services.api.idempotency import IdempotencyRecord
+    from services.scheduler import run_job
+
+    t = await tenants.create()
+    old, fresh = _key(), _key()
+    for key in (old, fresh):
+        resp = await t.request(
+            "POST",
+            "/v1/deployments/",
+            json={"model": "none:latest"},
+            headers={"Idempotency-Key": key},
+        )
+        assert resp.status_code < 500, resp.text
+    async with transaction(hangar.sessions) as session:
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == old)
+            .values(created_at=utcnow() - timedelta(hours=25))
+        )
+    report = await run_job(hangar, "gc")
+    assert report["idempotency_keys"] >= 1
+    async with hangar.sessions() as session:
+        left = set(
+            await session.scalars(
+                select(IdempotencyRecord.key).where(IdempotencyRecord.key.in_([old, fresh]))
+            )
+        )
+    assert left == {fresh}
 
 
 async def test_a_body_past_the_routes_limit_is_a_413_with_a_key_too(tenants):
