@@ -91,7 +91,9 @@ async def idle_heartbeat(conn: Any, *, credential: str, beat: Heartbeat) -> Beat
     c = beat.counters
     rec = await conn.fetchrow(
         IDLE_SQL,
-        json.dumps(c.model_dump(mode="json")),
+        # pydantic's own serializer: a few µs less than json.dumps(model_dump()) per
+        # beat, and the same value once cast to jsonb (only whitespace differs).
+        c.model_dump_json(),
         hash_secret(credential),
         c.prompt_tokens,
         c.completion_tokens,
