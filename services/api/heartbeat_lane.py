@@ -29,10 +29,6 @@ from wire.contract import NODE_CREDENTIAL_PREFIX, Heartbeat, HeartbeatReply
 log = logging.getLogger(__name__)
 
 PATH = "/v1/fleet/heartbeat"
-# The lane's two series, looked up once: ``labels()`` on every request takes a lock and
-# builds a key, several µs a heartbeat for the same two children each time.
-_ANSWERED = REQUESTS.labels("POST", PATH, "200")
-_LATENCY = LATENCY.labels("POST", PATH)
 # A light heartbeat is a few hundred bytes; anything much larger is not one.
 MAX_BODY = 64 * 1024
 _BEARER = b"bearer " + NODE_CREDENTIAL_PREFIX.encode()
@@ -43,6 +39,12 @@ class HeartbeatLane:
 
     def __init__(self, app: Litestar):
         self.app = app
+        # The lane's two series, looked up once: ``labels()`` on every request takes a
+        # lock and builds a key, several µs a heartbeat for the same two children. Here,
+        # not at import: a worker of ``hangar serve --workers`` builds its app after it
+        # switched its metrics to the shared files (services.api.metrics).
+        self._answered = REQUESTS.labels("POST", PATH, "200")
+        self._latency = LATENCY.labels("POST", PATH)
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
@@ -73,8 +75,8 @@ class HeartbeatLane:
             }
         )
         await send({"type": "http.response.body", "body": reply})
-        _ANSWERED.inc()
-        _LATENCY.observe(asyncio.get_running_loop().time() - start)
+        self._answered.inc()
+        self._latency.observe(asyncio.get_running_loop().time() - start)
 
     async def _answer(self, scope: Scope, body: bytes) -> bytes | None:
         credential = _credential(scope)
