@@ -89,6 +89,8 @@ class _Child:
 
     name = ""
     stop_signal = signal.SIGTERM
+    # Seconds from the stop signal to SIGKILL.
+    stop_grace = 30.0
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
@@ -146,7 +148,7 @@ class _Child:
             if self.proc and self.proc.poll() is None:
                 self.proc.send_signal(self.stop_signal)
                 try:
-                    self.proc.wait(30)
+                    self.proc.wait(self.stop_grace)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait(5)
@@ -265,6 +267,10 @@ class EmbeddedS3(_Child):
     """``weed server -s3`` with an identities file, so keys are really checked."""
 
     name = "SeaweedFS"
+    # weed's graceful stop can wait for ever on its own gRPC metadata subscription
+    # (it held Ctrl-C of `hangar up` for the whole 30 s); what it acknowledged is on
+    # disk already, and a killed weed starts again cleanly (tests/services/test_up_recovery.py).
+    stop_grace = 5.0
 
     def __init__(self, data_dir: Path, bucket: str = "hangar"):
         super().__init__()
