@@ -34,6 +34,9 @@ COPIED = {
     "<NODE_ID>": re.compile(r"enrolled as node (\S+)"),
 }
 
+# What a reader waiting on the node looks for before moving on (else they try again).
+ANSWERS = {"/v1/chat/completions": '"choices"'}
+
 UV_SHIM = """#!{python}
 # `uv run [options] CMD ARGS…` → CMD ARGS… in the test's environment.
 import os, sys
@@ -168,11 +171,14 @@ async def test_every_marked_readme_command_works_as_written(tmp_path):
                 while True:
                     attempts += 1
                     code, output = await asyncio.to_thread(shell.run, command)
-                    if code == 0 or time.monotonic() > deadline:
+                    answered = code == 0 and all(
+                        want in output for path, want in ANSWERS.items() if path in command
+                    )
+                    if answered or time.monotonic() > deadline:
                         break
                     await asyncio.sleep(2)
                 node_log = walk_dir / "node.log"
-                assert code == 0, f"README command failed ({code}):\n{command}\n{output}" + (
+                assert answered, f"README command failed ({code}):\n{command}\n{output}" + (
                     f"\nnode log:\n{node_log.read_text()[-3000:]}" if node_log.exists() else ""
                 )
                 seen += output
