@@ -34,12 +34,6 @@ class SelfServePlan(StrEnum):
     payg = "payg"
 
 
-class Scope(StrEnum):
-    admin = "admin"
-    finance = "finance"
-    read = "read"
-
-
 class Format(StrEnum):
     csv = "csv"
     json = "json"

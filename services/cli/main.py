@@ -9,10 +9,13 @@ import typer
 
 from node_runtime.cli import app as node_app
 from services.cli import billing, fleet, ids, login, transfer, trust
-from services.cli.choices import OpeningPlan, Scope
+from services.cli.choices import OpeningPlan
 from services.cli.client import JSON, OPERATOR, call, emit, mode, print_json, say, show_table
 from services.cli.entry import VERSION, HangarTyper
 from services.cli.offline import register as register_offline
+
+# The API's own key scopes: tenants.schemas is plain pydantic, fine for a CLI-only install.
+from tenants.schemas import Scope
 
 app = HangarTyper(
     help="Hangar: model registry and fleet control plane for private AI.", no_args_is_help=True

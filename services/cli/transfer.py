@@ -178,13 +178,7 @@ def _push(
                 raise httpx.HTTPError(f"server answered {resp.status_code}")
             upload = check(resp)
         except httpx.HTTPError as exc:
-            if attempt == RETRIES:
-                fail(
-                    f"upload interrupted ({exc}); run the same command again to resume",
-                    UNREACHABLE,
-                )
-            progress.console.print(f"connection lost ({exc}); resuming", markup=False)
-            time.sleep(min(2**attempt, 30))
+            _connection_lost(progress, exc, attempt=attempt, what="upload")
             with contextlib.suppress(httpx.TransportError):  # still away: ask again next time
                 upload = check(http.get(f"/v1/uploads/{upload['id']}"))
     result = check(http.post(f"/v1/uploads/{upload['id']}/complete", json={"digest": digest}))
@@ -270,13 +264,7 @@ def _pull(
                     hasher.update(block)
                     progress.advance(task, len(block))
         except httpx.TransportError as exc:
-            if attempt == RETRIES:
-                fail(
-                    f"download interrupted ({exc}); run the same command again to resume",
-                    UNREACHABLE,
-                )
-            progress.console.print(f"connection lost ({exc}); resuming", markup=False)
-            time.sleep(min(2**attempt, 30))
+            _connection_lost(progress, exc, attempt=attempt, what="download")
     actual = "sha256:" + hasher.hexdigest()
     if actual != digest:
         partial.unlink(missing_ok=True)
@@ -285,3 +273,12 @@ def _pull(
         )
     partial.replace(dest)
     return {**result, "downloaded_bytes": size - started_at, "already_there": False}
+
+
+def _connection_lost(progress: Progress, exc: Exception, *, attempt: int, what: str) -> None:
+    """A transfer broke off: on the last attempt stop (a rerun resumes), else say so and
+    back off before resuming."""
+    if attempt == RETRIES:
+        fail(f"{what} interrupted ({exc}); run the same command again to resume", UNREACHABLE)
+    progress.console.print(f"connection lost ({exc}); resuming", markup=False)
+    time.sleep(min(2**attempt, 30))
