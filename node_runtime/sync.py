@@ -248,7 +248,9 @@ class Syncer:
             now = time.monotonic()
             # Fixed when first told to wait: a fetcher that keeps retrying never
             # holds this node back for longer than that.
-            give_up = give_up or now + wait.give_up_seconds
+            first = give_up is None
+            if give_up is None:
+                give_up = now + wait.give_up_seconds
             if now >= give_up:
                 log.warning(
                     "peer %s has not fetched %s for the site in time; fetching it here",
@@ -257,7 +259,7 @@ class Syncer:
                 )
                 return False
             reason = f"waiting for {wait.name}, which fetches it for this site"
-            if give_up == now + wait.give_up_seconds:  # first told: say it once
+            if first:  # say it once
                 log.info("%s: %s", model.digest, reason)
             self.mark(model.digest, SyncState.downloading, reason)
             # Jitter: a site's waiting nodes do not all ask again at the same moment.
